@@ -1,0 +1,1 @@
+"""The data contract: records, readers/writers, validation, and the generated shapes world."""

@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny checkpoints built once per session, small image helpers, quiet single-thread torch."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Progress bars from transformers' weight loading and saving would flood the test log.
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_configure(config):
+    try:
+        import torch
+    except ImportError:
+        return
+    # Tiny models on 2 cores: one thread each (two oversubscribe); denormals slow AdamW steps ~10x.
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """tiny_checkpoint(family) -> folder of a tiny random checkpoint, built once per session and family."""
+    built: dict[str, object] = {}
+
+    def get(family: str, seed: int = 0):
+        key = f"{family}-{seed}"
+        if key not in built:
+            from align.models.tiny import build_tiny
+
+            built[key] = build_tiny(family, tmp_path_factory.mktemp(f"tiny-{key}"), seed=seed)
+        return built[key]
+
+    return get
+
+
+@pytest.fixture
+def make_image():
+    """make_image(path, size=(32, 32), color="red") -> a small PNG on disk."""
+
+    def make(path, size=(32, 32), color="red"):
+        from PIL import Image
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", size, color).save(path)
+        return path
+
+    return make
