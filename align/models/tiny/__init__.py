@@ -32,3 +32,14 @@ def build_tiny(family: str, out: str | Path, seed: int = 0) -> Path:
     module_name, func_name = target.split(":")
     builder = getattr(importlib.import_module(module_name), func_name)
     return builder(Path(out), seed=seed)
+
+
+def build_tiny_atomic(family: str, out: str | Path, seed: int = 0) -> Path:
+    """`build_tiny` into a temporary folder renamed to `out` when complete (nothing half-written)."""
+    from align.data.io import atomic_output_dir
+
+    lookup(TINY_BUILDERS, "family", family)  # fail before creating anything
+    out = Path(out)
+    with atomic_output_dir(out) as tmp:
+        build_tiny(family, tmp, seed=seed)
+    return out

@@ -64,3 +64,70 @@ def build_llava(out: Path, seed: int = 0) -> Path:
                                chat_template=chat_template("<image>"))
     model.generation_config.pad_token_id = tok.pad_token_id
     return save_tiny(model, processor, out, "llava", seed)
+
+
+# Any-resolution canvases (height, width), multiples of the 32 px crop: a wide, a tall and a square 2x2 grid.
+# The same list must sit in the model config (to unpad features) and the image processor (to tile pixels), or
+# the number of <image> tokens the processor writes differs from the features the model scatters.
+PINPOINTS = [[IMAGE_SIZE, 2 * IMAGE_SIZE], [2 * IMAGE_SIZE, IMAGE_SIZE], [2 * IMAGE_SIZE, 2 * IMAGE_SIZE]]
+
+
+def build_llava_next(out: Path, seed: int = 0) -> Path:
+    """LLaVA-NeXT: each image is a 32x32 overview plus 32x32 tiles of its best pinpoint canvas.
+
+    An image of H x W gives 16 overview tokens + the unpadded tile grid (4 rows x 4-8 columns of 8 px patches)
+    + one image_newline per grid row; e.g. 40x30 (W x H) -> canvas 32x64 -> 16 + 4*6 + 4 = 44 tokens.
+    """
+    import torch
+    from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextImageProcessor, LlavaNextProcessor
+
+    torch.manual_seed(seed)
+    tok = _tokenizer(seed)
+    config = LlavaNextConfig(vision_config=_vision_config(), text_config=_text_config(tok),
+                             image_token_index=tok.convert_tokens_to_ids("<image>"),
+                             image_seq_length=(IMAGE_SIZE // PATCH) ** 2, image_grid_pinpoints=PINPOINTS,
+                             vision_feature_layer=-1, vision_feature_select_strategy="default",
+                             projector_hidden_act="gelu", pad_token_id=tok.pad_token_id)
+    model = LlavaNextForConditionalGeneration(config).eval()
+    image_processor = _image_processor(LlavaNextImageProcessor, image_grid_pinpoints=PINPOINTS)
+    processor = LlavaNextProcessor(image_processor=image_processor, tokenizer=tok, patch_size=PATCH,
+                                   vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                                   image_token="<image>", chat_template=chat_template("<image>"))
+    model.generation_config.pad_token_id = tok.pad_token_id
+    return save_tiny(model, processor, out, "llava_next", seed)
+
+
+def build_llava_next_video(out: Path, seed: int = 0) -> Path:
+    """LLaVA-NeXT-Video: images as in LLaVA-NeXT; every video frame is 32x32 -> 4x4 patches, average-pooled with
+    stride 2 to 2x2, so a video of F frames gives 4F <video> tokens."""
+    import torch
+    from transformers import (
+        LlavaNextImageProcessor,
+        LlavaNextVideoConfig,
+        LlavaNextVideoForConditionalGeneration,
+        LlavaNextVideoProcessor,
+        LlavaNextVideoVideoProcessor,
+    )
+
+    torch.manual_seed(seed)
+    tok = _tokenizer(seed)
+    grid = IMAGE_SIZE // PATCH  # 4 patches a side per frame
+    stride = 2
+    config = LlavaNextVideoConfig(vision_config=_vision_config(), text_config=_text_config(tok),
+                                  image_token_index=tok.convert_tokens_to_ids("<image>"),
+                                  video_token_index=tok.convert_tokens_to_ids("<video>"),
+                                  image_seq_length=grid**2, video_seq_length=(grid // stride) ** 2,
+                                  image_grid_pinpoints=PINPOINTS, spatial_pool_mode="average",
+                                  spatial_pool_stride=stride, vision_feature_layer=-1,
+                                  vision_feature_select_strategy="default", projector_hidden_act="gelu",
+                                  pad_token_id=tok.pad_token_id)
+    model = LlavaNextVideoForConditionalGeneration(config).eval()
+    image_processor = _image_processor(LlavaNextImageProcessor, image_grid_pinpoints=PINPOINTS)
+    # Frames are resized and center-cropped like the image overview; every given frame is kept (no sampling).
+    video_processor = _image_processor(LlavaNextVideoVideoProcessor)
+    processor = LlavaNextVideoProcessor(video_processor=video_processor, image_processor=image_processor,
+                                        tokenizer=tok, patch_size=PATCH, vision_feature_select_strategy="default",
+                                        num_additional_image_tokens=1, image_token="<image>", video_token="<video>",
+                                        chat_template=chat_template("<image>", video_token="<video>"))
+    model.generation_config.pad_token_id = tok.pad_token_id
+    return save_tiny(model, processor, out, "llava_next_video", seed)

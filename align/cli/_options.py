@@ -1,0 +1,22 @@
+"""Options shared by several commands (Typer `Annotated` style). A flag's default is None: not given, so it
+never hides a recipe value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="Recipe YAML; flags and key=value overrides win over it.")
+]
+OverridesArg = Annotated[
+    list[str] | None,
+    typer.Argument(help="Trailing key=value overrides (dotted keys for nested fields), applied last.",
+                   show_default=False),
+]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed.")]
+ImageRootOpt = Annotated[
+    Path | None, typer.Option("--image-root", help="Folder that relative image paths resolve under.")
+]

@@ -1,0 +1,49 @@
+"""`align data ...`: look at datasets and generate the shapes world."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from align.cli._options import ConfigOpt, ImageRootOpt, OverridesArg, SeedOpt
+
+app = typer.Typer(help="Inspect datasets and generate the synthetic shapes world.", no_args_is_help=True)
+
+
+@app.command()
+def show(
+    path: Annotated[Path, typer.Argument(help="A dataset: folder, JSONL, JSON list, parquet or datasets folder.")],
+    rows: Annotated[int, typer.Option("--rows", "-n", min=0, help="Sample rows to print.")] = 3,
+    image_root: ImageRootOpt = None,
+) -> None:
+    """Schema, counts and sample rows of a dataset, validated against the data contract."""
+    from align.data.inspect import show_dataset
+
+    show_dataset(path, rows=rows, image_root=image_root)
+
+
+@app.command()
+def shapes(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (written atomically).")],
+    n: Annotated[int | None, typer.Option("--n", help="Number of images.")] = None,
+    seed: SeedOpt = None,
+    image_size: Annotated[int | None, typer.Option("--image-size", help="Image side in pixels.")] = None,
+    cooccurrence: Annotated[
+        float | None, typer.Option("--cooccurrence", help="Probability that a planted partner shape co-occurs.")
+    ] = None,
+    config: ConfigOpt = None,
+    overrides: OverridesArg = None,
+) -> None:
+    """Generate the shapes world: images, sources, SFT conversations and POPE-style probes."""
+    from align.config import resolve_config
+    from align.data.shapes import ShapesConfig, generate_shapes_world
+
+    cfg = resolve_config(
+        ShapesConfig,
+        recipe=config,
+        flags={"n": n, "seed": seed, "image_size": image_size, "cooccurrence": cooccurrence},
+        overrides=overrides or [],
+    )
+    generate_shapes_world(cfg, out)

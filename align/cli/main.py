@@ -1,0 +1,71 @@
+"""The `align` command: assembles the sub-commands and turns AlignError into one line + exit code 2.
+
+Nothing heavy is imported here (torch, transformers, trl): each command imports what it needs inside its body,
+so `align --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from align import __version__
+from align.cli import data, models, validate
+
+app = typer.Typer(
+    name="align",
+    help="Preference alignment of multimodal LLMs against hallucination: build pairs, SFT, DPO variants, "
+    "reward/PPO, hallucination benchmarks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+_state = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"align {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+app.add_typer(data.app, name="data")
+app.add_typer(models.app, name="models")
+app.command(name="validate")(validate.validate)
+
+
+def _one_line(message: object) -> str:
+    return " ".join(str(message).split())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point (also `python -m align`)."""
+    from align.errors import AlignError
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        app(args=args, prog_name="align")
+    except AlignError as exc:
+        if _state["debug"] or "--debug" in args:
+            raise
+        sys.stderr.write(f"error: {_one_line(exc)}\n")
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        if _state["debug"] or "--debug" in args:
+            raise
+        sys.stderr.write("error: interrupted\n")
+        sys.exit(130)

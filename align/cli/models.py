@@ -1,0 +1,52 @@
+"""`align models ...`: build tiny random checkpoints and describe checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="Build tiny random checkpoints and describe models.", no_args_is_help=True)
+
+
+@app.command()
+def tiny(
+    family: Annotated[str, typer.Option("--family", "-f", help="Model family (see `align models families`).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (written atomically).")],
+    seed: Annotated[int, typer.Option("--seed", help="Random seed for weights and tokenizer.")] = 0,
+) -> None:
+    """Build a tiny random checkpoint of FAMILY offline: config, safetensors, tokenizer, processor, chat template."""
+    from align.models.report import print_model_summary
+    from align.models.tiny import build_tiny_atomic
+
+    path = build_tiny_atomic(family, out, seed=seed)
+    print_model_summary(path, title=f"tiny {family} -> {path}")
+
+
+@app.command()
+def info(
+    path: Annotated[str, typer.Argument(help="Checkpoint folder or hub id.")],
+) -> None:
+    """Family and parameter counts per part (vision, connector, xattn, language model, lm head)."""
+    from align.models.report import print_model_summary
+
+    print_model_summary(path)
+
+
+@app.command()
+def families() -> None:
+    """List the supported model families and the parts each one has."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from align.models.families import FAMILIES
+    from align.models.tiny import TINY_BUILDERS
+
+    table = Table(title="Supported families")
+    for column in ("family", "model_type", "parts", "video", "tiny"):
+        table.add_column(column)
+    for name, fam in sorted(FAMILIES.items()):
+        table.add_row(name, ", ".join(fam.model_types), ", ".join(fam.parts), "yes" if fam.supports_video else "",
+                      "yes" if name in TINY_BUILDERS else "")
+    Console().print(table)
