@@ -46,4 +46,17 @@ def shapes(
         flags={"n": n, "seed": seed, "image_size": image_size, "cooccurrence": cooccurrence},
         overrides=overrides or [],
     )
-    generate_shapes_world(cfg, out)
+    counts = generate_shapes_world(cfg, out)
+    _print_counts(f"shapes world -> {out}", counts)
+
+
+def _print_counts(title: str, counts: dict[str, int]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("file / item")
+    table.add_column("count", justify="right")
+    for key, value in counts.items():
+        table.add_row(key, f"{value:,}")
+    Console().print(table)

@@ -22,9 +22,18 @@ def _torch_dtype(dtype: str | Any):
     return name if name == "auto" else getattr(torch, name)
 
 
+def _check_local(path_or_id: str | Path) -> None:
+    """A string that can only be a local path (absolute, ./, ../, or deeper than owner/name) must exist."""
+    text = str(path_or_id)
+    looks_local = isinstance(path_or_id, Path) or text.startswith(("/", "./", "../", "~")) or text.count("/") > 1
+    if looks_local and not Path(text).expanduser().exists():
+        raise ModelError(f"cannot load a model config from '{text}': no such folder")
+
+
 def load_config(path_or_id: str | Path, trust_remote_code: bool = False):
     from transformers import AutoConfig
 
+    _check_local(path_or_id)
     try:
         return AutoConfig.from_pretrained(str(path_or_id), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:

@@ -62,9 +62,10 @@ def train_bpe_tokenizer(special_tokens: list[str], vocab_size: int = VOCAB, seed
         show_progress=False,
     )
     tok.train_from_iterator(training_corpus(seed), trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **named_tokens)
-    fast.padding_side = "left"  # generation batches are left-padded; trainers set their own side
-    return fast
+    # Left padding for batched generation (trainers set their own side). A constructor argument, not an attribute
+    # set afterwards: only init arguments are saved, so reloads would otherwise pad on the right.
+    named_tokens.setdefault("padding_side", "left")
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **named_tokens)
 
 
 def chat_template(

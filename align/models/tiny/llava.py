@@ -20,8 +20,11 @@ _SPECIALS = ["<unk>", "<s>", "</s>", "<pad>", "<image>", "<video>"]
 
 
 def _tokenizer(seed: int):
+    # padding_side as a constructor argument is saved in tokenizer_config.json; set as an attribute afterwards
+    # (as train_bpe_tokenizer does) it is lost on reload and batched generation would be right-padded.
     tok = train_bpe_tokenizer(_SPECIALS, seed=seed, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                              unk_token="<unk>", extra_special_tokens={"image_token": "<image>"})
+                              unk_token="<unk>", extra_special_tokens={"image_token": "<image>"},
+                              padding_side="left")
     return tok
 
 
@@ -79,7 +82,12 @@ def build_llava_next(out: Path, seed: int = 0) -> Path:
     + one image_newline per grid row; e.g. 40x30 (W x H) -> canvas 32x64 -> 16 + 4*6 + 4 = 44 tokens.
     """
     import torch
-    from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextImageProcessor, LlavaNextProcessor
+    from transformers import (
+        LlavaNextConfig,
+        LlavaNextForConditionalGeneration,
+        LlavaNextImageProcessor,
+        LlavaNextProcessor,
+    )
 
     torch.manual_seed(seed)
     tok = _tokenizer(seed)

@@ -47,14 +47,16 @@ QWEN_CHAT_TEMPLATE = (
 
 
 def _tokenizer(seed: int):
-    return train_bpe_tokenizer(_SPECIALS, seed=seed, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    # padding_side given to the constructor so it survives save/reload (left-padded generation batches).
+    return train_bpe_tokenizer(_SPECIALS, seed=seed, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                               padding_side="left")
 
 
 def _token_ids(tok) -> dict[str, int]:
-    ids = {name: tok.convert_tokens_to_ids(token) for name, token in (
-        ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
-        ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"))}
-    return ids
+    """The config mirrors the tokenizer's ids: the model finds placeholders and vision spans by these ids."""
+    names = {"image_token_id": "<|image_pad|>", "video_token_id": "<|video_pad|>",
+             "vision_start_token_id": "<|vision_start|>", "vision_end_token_id": "<|vision_end|>"}
+    return {key: tok.convert_tokens_to_ids(token) for key, token in names.items()}
 
 
 def _text_config(cls, tok):

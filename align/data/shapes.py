@@ -1,0 +1,681 @@
+"""The shapes world: a zero-download dataset of coloured shapes with exact ground truth.
+
+One call writes a folder the whole toolkit trains and evaluates on:
+
+    images/shapes_000000.png ...   RGB, white background, 1..6 non-overlapping shapes
+    sources.jsonl                  builder sources: id, images, split, caption, objects, seed, size
+    sft.jsonl                      SFT conversations from the train images (exact captions, short QA)
+    pope_{random,popular,adversarial}.jsonl, pope_all.jsonl   ShapesPOPE probes from the eval images
+    world.json                     class prior, planted co-occurrences, measured statistics, bait classes
+    dataset.json                   kind "shapes", counts, settings, files
+
+Two rules plant the traps the hallucination benchmarks need. A Zipf-like class prior makes some classes common,
+so POPE's "popular" negatives mean something. Planted pairs (a crescent comes with a star, ...) make a partner
+present in `cooccurrence` of the images that hold its anchor, so a captioner learns to name the partner and the
+"adversarial" negatives (an absent partner) bait it.
+
+Everything is a function of the config: each image has its own seed derived from the global seed, JSON keys are
+written in a fixed order and nothing records a time, so the same config gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from align.data import shapes_vocab as vocab
+from align.errors import ConfigError
+
+# Classes by prior rank, most frequent first. Anchors rank high so that about one image in five holds an anchor
+# without its partner (a bait for the adversarial split); the rare partners (diamond, star) then appear mostly
+# beside their anchor, which makes the association easy to learn.
+PRIOR_ORDER: tuple[str, ...] = (
+    "circle", "triangle", "square", "heart", "rectangle", "ellipse",
+    "cross", "hexagon", "crescent", "diamond", "pentagon", "star",
+)
+# Planted co-occurrence: anchor -> partner. No partner is an anchor, so one decision never triggers another.
+PLANTED_PARTNERS: dict[str, str] = {
+    "crescent": "star",
+    "heart": "circle",
+    "triangle": "square",
+    "cross": "diamond",
+}
+
+POPE_TEMPLATE = "Is there {article} {shape} in the image?"
+# LLaVA appends this to short-answer questions; SFT QA uses it so a model learns to answer POPE in one word.
+POPE_SUFFIX = "\nAnswer the question using a single word or phrase."
+POPE_STRATEGIES: tuple[str, ...] = ("random", "popular", "adversarial")
+CAPTION_PROMPTS: tuple[str, ...] = (
+    "Describe this image in detail.",
+    "Please describe this image in detail.",
+    "What do you see in this image? Describe it in detail.",
+    "Describe every shape in this image.",
+)
+QA_KINDS: tuple[str, ...] = ("exists_yes", "exists_no", "color", "count")
+
+IMAGE_PREFIX = "shapes_"
+PROGRESS_MIN_IMAGES = 1000  # smaller worlds finish before a bar would be worth drawing
+_PLACEMENT_ATTEMPTS = 200  # random positions tried per object before it is shrunk
+_LAYOUT_RESTARTS = 30  # whole-image retries before the settings are declared too tight
+
+
+@dataclass
+class ShapesConfig:
+    """Settings of `align data shapes`; the same values always give the same files."""
+
+    n: int = field(default=200, metadata={"help": "Number of images to generate."})
+    seed: int = field(default=0, metadata={"help": "Global seed; every image's own seed is derived from it."})
+    image_size: int = field(
+        default=96,
+        metadata={"help": "Image side in pixels (square). 96 keeps a small shape ~15 px, readable by eye and "
+                          "cheap for tiny models; below 64 the shapes lose their corners."},
+    )
+    min_objects: int = field(default=1, metadata={"help": "Fewest shapes drawn in one image."})
+    max_objects: int = field(default=6, metadata={"help": "Most shapes drawn in one image (at most 8)."})
+    class_skew: float = field(
+        default=1.0,
+        metadata={"help": "Zipf exponent of the class prior: p(rank r) ~ 1/r^skew. 0 is uniform; 1 makes the "
+                          "most common class ~12x as likely as the rarest."},
+    )
+    cooccurrence: float = field(
+        default=0.8,
+        metadata={"help": "Probability that an image holding an anchor class (crescent, heart, triangle, cross) "
+                          "also holds its planted partner (star, circle, square, diamond); otherwise the partner "
+                          "is kept out of that image."},
+    )
+    eval_fraction: float = field(
+        default=0.25,
+        metadata={"help": "Share of images (the last ones) held out for evaluation: POPE probes come from them, "
+                          "SFT conversations from the rest."},
+    )
+    qa_per_image: int = field(
+        default=2,
+        metadata={"help": "Short QA conversations per train image, cycling existence-yes, existence-no, colour "
+                          "and count so yes and no stay balanced."},
+    )
+    pope_positives: int = field(
+        default=3, metadata={"help": "Present classes asked about per eval image (POPE's sample_num)."}
+    )
+    min_gap: int = field(default=3, metadata={"help": "Minimum gap in pixels between two shapes' boxes."})
+
+    def __post_init__(self) -> None:
+        problems = [
+            *_check_range("n", self.n, 1, 999_999, integer=True),
+            *_check_range("seed", self.seed, 0, 2**63 - 1, integer=True),
+            *_check_range("image_size", self.image_size, 32, 1024, integer=True),
+            *_check_range("min_objects", self.min_objects, 1, 8, integer=True),
+            *_check_range("max_objects", self.max_objects, 1, 8, integer=True),
+            *_check_range("class_skew", self.class_skew, 0.0, 5.0),
+            *_check_range("cooccurrence", self.cooccurrence, 0.0, 1.0),
+            *_check_range("eval_fraction", self.eval_fraction, 0.0, 1.0),
+            *_check_range("qa_per_image", self.qa_per_image, 0, len(QA_KINDS), integer=True),
+            *_check_range("pope_positives", self.pope_positives, 1, 6, integer=True),
+        ]
+        if not problems:  # these compare fields, so only once each field is a number in range
+            # A gap wider than an eighth of the image leaves no room for six shapes.
+            problems += _check_range("min_gap", self.min_gap, 0, self.image_size // 8, integer=True)
+            if self.min_objects > self.max_objects:
+                problems.append(f"min_objects ({self.min_objects}) must not exceed max_objects ({self.max_objects})")
+        if problems:
+            raise ConfigError([f"ShapesConfig: {p}" for p in problems])
+
+
+def _check_range(name: str, value: Any, low: float, high: float, integer: bool = False) -> list[str]:
+    if integer and (isinstance(value, bool) or not isinstance(value, int)):
+        return [f"{name} must be an integer, got {value!r}"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        return [f"{name} must be a number, got {value!r}"]
+    if not low <= value <= high:
+        return [f"{name} must be between {low} and {high}, got {value!r}"]
+    return []
+
+
+# ------------------------------------------------------------------------------------------------ seeds
+
+
+def derive_seed(*parts: object) -> int:
+    """A 32-bit seed from any parts: stable across runs, platforms and PYTHONHASHSEED (unlike hash())."""
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def image_id(index: int) -> str:
+    return f"{IMAGE_PREFIX}{index:06d}"
+
+
+def image_index(record_id: str) -> int:
+    """The index inside an image id (shapes_000042 -> 42); per-image seeds are keyed by it."""
+    return int(record_id[len(IMAGE_PREFIX):])
+
+
+def class_prior(skew: float) -> dict[str, float]:
+    """Zipf-like prior over classes in `PRIOR_ORDER`: weight 1/rank^skew, normalised."""
+    weights = [1.0 / (rank**skew) for rank in range(1, len(PRIOR_ORDER) + 1)]
+    total = sum(weights)
+    return {name: w / total for name, w in zip(PRIOR_ORDER, weights, strict=True)}
+
+
+# ----------------------------------------------------------------------------------------- class lists
+
+
+def _draw(rng: random.Random, prior: dict[str, float], excluded: set[str]) -> str:
+    names = [c for c in prior if c not in excluded]
+    return rng.choices(names, weights=[prior[c] for c in names])[0]
+
+
+def draw_classes(rng: random.Random, config: ShapesConfig, prior: dict[str, float]) -> list[str]:
+    """The classes of one image (with repeats), after the planted co-occurrence rule.
+
+    Each anchor present decides once: with probability `cooccurrence` its partner must be present, otherwise it
+    must be absent. So P(partner | anchor) is the configured value, not that plus the partner's base rate (short
+    of it only in the rare full image holding more anchors than it has room for partners).
+    """
+    k = rng.randint(config.min_objects, config.max_objects)
+    classes = [_draw(rng, prior, set()) for _ in range(k)]
+    anchors = [a for a in PLANTED_PARTNERS if a in classes]
+    wanted, banned = [], set()
+    for anchor in anchors:
+        if rng.random() < config.cooccurrence:
+            wanted.append(PLANTED_PARTNERS[anchor])
+        else:
+            banned.add(PLANTED_PARTNERS[anchor])
+    # Redraws may not bring in a new anchor: its partner decision would come too late.
+    redraw_excluded = banned | {a for a in PLANTED_PARTNERS if a not in anchors}
+    classes = [_draw(rng, prior, redraw_excluded) if c in banned else c for c in classes]
+    for partner in wanted:
+        if partner in classes:
+            continue
+        # Adding keeps the other draws, so every class that is neither anchor nor partner keeps the prior's
+        # proportions. A full image gives up a slot whose class survives elsewhere or that no rule needs.
+        needed = set(anchors) | set(wanted)
+        free = [i for i, c in enumerate(classes) if c not in needed or classes.count(c) > 1]
+        if len(classes) < config.max_objects:
+            classes.append(partner)
+        elif free:
+            classes[rng.choice(free)] = partner
+    return classes
+
+
+def bait_classes(present: set[str]) -> list[str]:
+    """Absent classes the co-occurrence prior makes likely: the partners of present anchors."""
+    return sorted({PLANTED_PARTNERS[a] for a in present if a in PLANTED_PARTNERS} - present)
+
+
+# -------------------------------------------------------------------------------------------- drawing
+
+# Width/height of each class's drawn box. Squares, circles and crosses are exactly square; diamonds are tall
+# so a diamond is never a square turned 45 degrees; ellipses and rectangles are clearly stretched.
+_ASPECT: dict[str, tuple[float, float]] = {
+    "circle": (1.0, 1.0), "square": (1.0, 1.0), "cross": (1.0, 1.0),
+    "ellipse": (1.6, 2.2), "rectangle": (1.6, 2.2),
+    "diamond": (0.6, 0.7), "triangle": (1.15, 1.15),
+    "pentagon": (1.05, 1.05), "hexagon": (1.15, 1.15),
+    "star": (1.05, 1.05), "heart": (1.1, 1.1), "crescent": (0.75, 0.75),
+}
+_STRETCHABLE = {"ellipse", "rectangle"}  # drawn lying or standing at random
+
+
+def _regular_points(sides: int, start_deg: float, radii: tuple[float, ...] = (1.0,)) -> list[tuple[float, float]]:
+    step = 360.0 / (sides * len(radii))
+    return [
+        (radii[i % len(radii)] * math.cos(math.radians(start_deg + i * step)),
+         radii[i % len(radii)] * math.sin(math.radians(start_deg + i * step)))
+        for i in range(sides * len(radii))
+    ]
+
+
+def _heart_points(steps: int = 48) -> list[tuple[float, float]]:
+    # The classic parametric heart; y is negated because image rows grow downwards.
+    points = []
+    for i in range(steps):
+        t = 2 * math.pi * i / steps
+        x = 16 * math.sin(t) ** 3
+        y = 13 * math.cos(t) - 5 * math.cos(2 * t) - 2 * math.cos(3 * t) - math.cos(4 * t)
+        points.append((x, -y))
+    return points
+
+
+_UNIT_POLYGONS: dict[str, list[tuple[float, float]]] = {
+    "triangle": [(0.5, 0.0), (1.0, 1.0), (0.0, 1.0)],
+    "diamond": [(0.5, 0.0), (1.0, 0.5), (0.5, 1.0), (0.0, 0.5)],
+    "pentagon": _regular_points(5, -90),
+    "hexagon": _regular_points(6, 0),
+    "star": _regular_points(5, -90, radii=(1.0, 0.45)),
+    "heart": _heart_points(),
+    "cross": [(1, 0), (2, 0), (2, 1), (3, 1), (3, 2), (2, 2), (2, 3), (1, 3), (1, 2), (0, 2), (0, 1), (1, 1)],
+}
+
+
+def _fit(points: list[tuple[float, float]], w: int, h: int) -> list[tuple[float, float]]:
+    """Scale a polygon so its extremes touch the edges of a w x h canvas."""
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    x0, y0 = min(xs), min(ys)
+    sx, sy = (w - 1) / (max(xs) - x0), (h - 1) / (max(ys) - y0)
+    return [((x - x0) * sx, (y - y0) * sy) for x, y in points]
+
+
+def shape_mask(name: str, w: int, h: int, mirrored: bool = False):
+    """A binary "L" mask of one shape, cropped to its tight box (no anti-aliasing: colours stay exact)."""
+    from PIL import Image, ImageDraw, ImageOps
+
+    if name == "crescent":
+        # A disc of radius R minus the same disc shifted by R: the lit part spans 1.5R x 2R, and the centre of
+        # that box lies inside the lit part, so the object's centre pixel carries its colour.
+        side = max(4, round(h))
+        mask = Image.new("L", (side, side), 0)
+        draw = ImageDraw.Draw(mask)
+        draw.ellipse([0, 0, side - 1, side - 1], fill=255)
+        draw.ellipse([side // 2, 0, side // 2 + side - 1, side - 1], fill=0)
+    else:
+        mask = Image.new("L", (w, h), 0)
+        draw = ImageDraw.Draw(mask)
+        if name in ("circle", "ellipse"):
+            draw.ellipse([0, 0, w - 1, h - 1], fill=255)
+        elif name in ("square", "rectangle"):
+            draw.rectangle([0, 0, w - 1, h - 1], fill=255)
+        else:
+            draw.polygon(_fit(_UNIT_POLYGONS[name], w, h), fill=255)
+    if mirrored:
+        mask = ImageOps.mirror(mask)
+    return mask.crop(mask.getbbox())
+
+
+def size_label(area_fraction: float) -> str:
+    """The size band holding a box's area fraction; below the first band is small, above the last is large."""
+    for name, (_, high) in vocab.SIZES.items():
+        if area_fraction < high:
+            return name
+    return list(vocab.SIZES)[-1]
+
+
+def _box_dims(rng: random.Random, name: str, size: str, image_area: int) -> tuple[int, int]:
+    low, high = vocab.SIZES[size]
+    # Sample in the middle 60% of the band so pixel rounding rarely moves the label to a neighbour.
+    area = image_area * rng.uniform(low + 0.2 * (high - low), high - 0.2 * (high - low))
+    aspect = rng.uniform(*_ASPECT[name])
+    if name in _STRETCHABLE and rng.random() < 0.5:
+        aspect = 1.0 / aspect
+    w = max(3, round(math.sqrt(area * aspect)))
+    h = max(3, round(math.sqrt(area / aspect)))
+    return w, h
+
+
+@dataclass
+class _Piece:
+    """One shape on its way onto the canvas."""
+
+    name: str
+    color: str
+    size: str
+    mirrored: bool
+    mask: Any = None
+    box: tuple[int, int, int, int] | None = None  # x0, y0, x1, y1; x1/y1 exclusive (PIL's box convention)
+
+
+def _clear_of(box: tuple[int, int, int, int], others: list[tuple[int, int, int, int]], gap: int) -> bool:
+    x0, y0, x1, y1 = box
+    return all(x1 + gap <= a0 or a1 + gap <= x0 or y1 + gap <= b0 or b1 + gap <= y0 for a0, b0, a1, b1 in others)
+
+
+def _try_place(rng: random.Random, piece: _Piece, taken: list, side: int, gap: int) -> bool:
+    w, h = piece.mask.size
+    if w > side - 2 or h > side - 2:
+        return False
+    for _ in range(_PLACEMENT_ATTEMPTS):
+        x0, y0 = rng.randint(1, side - 1 - w), rng.randint(1, side - 1 - h)
+        box = (x0, y0, x0 + w, y0 + h)
+        if _clear_of(box, taken, gap):
+            piece.box = box
+            return True
+    return False
+
+
+def _layout(rng: random.Random, pieces: list[_Piece], config: ShapesConfig) -> bool:
+    """Rejection-sample non-overlapping positions, biggest first; a piece that finds no room is shrunk a size."""
+    side, sizes = config.image_size, list(vocab.SIZES)
+    taken: list[tuple[int, int, int, int]] = []
+    for piece in pieces:
+        while True:
+            piece.mask = shape_mask(piece.name, *_box_dims(rng, piece.name, piece.size, side * side),
+                                    mirrored=piece.mirrored)
+            if _try_place(rng, piece, taken, side, config.min_gap):
+                taken.append(piece.box)
+                break
+            if piece.size == sizes[0]:
+                return False
+            piece.size = sizes[sizes.index(piece.size) - 1]
+    return True
+
+
+def _cell(cx: int, cy: int, side: int) -> str:
+    return vocab.CELLS[min(2, cy * 3 // side) * 3 + min(2, cx * 3 // side)]
+
+
+def _object_record(piece: _Piece, side: int) -> dict[str, Any]:
+    x0, y0, x1, y1 = piece.box
+    cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
+    return {
+        "name": piece.name,
+        "color": piece.color,
+        "size": size_label((x1 - x0) * (y1 - y0) / (side * side)),
+        "bbox": [x0, y0, x1, y1],
+        "center": [cx, cy],
+        "cell": _cell(cx, cy, side),
+    }
+
+
+def render_image(config: ShapesConfig, seed: int, prior: dict[str, float]):
+    """(PIL image, objects in reading order) for one image seed."""
+    from PIL import Image
+
+    rng = random.Random(seed)
+    classes = draw_classes(rng, config, prior)
+    colors, sizes = list(vocab.COLORS), list(vocab.SIZES)
+    pieces = [_Piece(name, rng.choice(colors), rng.choice(sizes), rng.random() < 0.5) for name in classes]
+    # Big pieces first: late small ones still find gaps, early big ones would not.
+    pieces.sort(key=lambda p: -sizes.index(p.size))
+    wanted_sizes = [p.size for p in pieces]
+    for _ in range(_LAYOUT_RESTARTS):
+        if _layout(rng, pieces, config):
+            break
+        for piece, size in zip(pieces, wanted_sizes, strict=True):
+            piece.size = size
+    else:
+        raise ConfigError(
+            f"could not place {len(pieces)} shapes without overlap in a {config.image_size} px image with "
+            f"min_gap {config.min_gap}; raise image_size or lower max_objects/min_gap"
+        )
+    image = Image.new("RGB", (config.image_size, config.image_size), vocab.BACKGROUND_RGB)
+    for piece in pieces:
+        image.paste(vocab.COLORS[piece.color], piece.box, piece.mask)
+    objects = [_object_record(p, config.image_size) for p in pieces]
+    objects.sort(key=lambda o: (vocab.CELLS.index(o["cell"]), o["center"][1], o["center"][0]))
+    return image, objects
+
+
+# ------------------------------------------------------------------------------------------- captions
+
+
+def _object_phrase(obj: dict[str, Any]) -> str:
+    return f"{obj['size']} {obj['color']} {obj['name']}"
+
+
+def caption(objects: list[dict[str, Any]]) -> str:
+    """The exact description: a count, then each class in reading order, one object per sentence.
+
+    One object per sentence keeps every colour within two words of its noun and every position phrase in a
+    sentence with a single shape, which is what CHAIR-style attribute and position checks parse.
+    """
+    total = len(objects)
+    noun = "shape" if total == 1 else "shapes"
+    sentences = [f"The image shows {vocab.NUMBER_WORDS[total]} {noun} on a white background."]
+    by_class: dict[str, list[dict[str, Any]]] = {}
+    for obj in objects:
+        by_class.setdefault(obj["name"], []).append(obj)
+    for name, group in by_class.items():
+        if len(group) == 1:
+            obj = group[0]
+            sentences.append(f"There is a {_object_phrase(obj)} {vocab.CELL_PHRASES[obj['cell']]}.")
+            continue
+        sentences.append(f"There are {vocab.NUMBER_WORDS[len(group)]} {vocab.PLURALS[name]}.")
+        for obj in group:
+            sentences.append(f"A {_object_phrase(obj)} is {vocab.CELL_PHRASES[obj['cell']]}.")
+    return " ".join(sentences)
+
+
+# ------------------------------------------------------------------------------------------------ SFT
+
+
+def _conversation(record_id: str, image: str, prompt: str, answer: str) -> dict[str, Any]:
+    return {
+        "id": record_id,
+        "images": [image],
+        "messages": [
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]},
+            {"role": "assistant", "content": [{"type": "text", "text": answer}]},
+        ],
+    }
+
+
+def _existence_question(name: str) -> str:
+    return POPE_TEMPLATE.format(article=vocab.article(name), shape=name)
+
+
+def _qa(kind: str, objects: list[dict[str, Any]], rng: random.Random) -> tuple[str, str]:
+    """(question, exactly true answer) of one QA kind; a colour question needs a class present only once."""
+    counts = Counter(o["name"] for o in objects)
+    present = sorted(counts, key=vocab.CLASSES.index)
+    unique = [o for o in objects if counts[o["name"]] == 1]
+    if kind == "color" and not unique:
+        kind = "count"
+    if kind == "exists_yes":
+        return _existence_question(rng.choice(present)), "Yes"
+    if kind == "exists_no":
+        return _existence_question(rng.choice([c for c in vocab.CLASSES if c not in counts])), "No"
+    if kind == "color":
+        obj = rng.choice(unique)
+        return f"What color is the {obj['name']}?", obj["color"].capitalize()
+    name = rng.choice(present)
+    return f"How many {vocab.PLURALS[name]} are there in the image?", str(counts[name])
+
+
+def sft_records(index: int, source: dict[str, Any], config: ShapesConfig) -> list[dict[str, Any]]:
+    """One detailed-caption conversation and `qa_per_image` short QA conversations for a train image."""
+    rng = random.Random(derive_seed(config.seed, "sft", index))
+    image = source["images"][0]
+    records = [_conversation(f"{source['id']}_caption", image, rng.choice(CAPTION_PROMPTS), source["caption"])]
+    for k in range(config.qa_per_image):
+        # Cycling the kinds over all images keeps existence yes and no exactly balanced.
+        kind = QA_KINDS[(index * config.qa_per_image + k) % len(QA_KINDS)]
+        question, answer = _qa(kind, source["objects"], rng)
+        records.append(_conversation(f"{source['id']}_qa{k}", image, question + POPE_SUFFIX, answer))
+    return records
+
+
+# ----------------------------------------------------------------------------------------- statistics
+
+
+def _class_sets(sources: list[dict[str, Any]]) -> list[set[str]]:
+    return [{o["name"] for o in s["objects"]} for s in sources]
+
+
+def image_frequency(class_sets: list[set[str]]) -> dict[str, int]:
+    """Class -> number of images that hold it (POPE's `ground_truth_objects` count)."""
+    counts = Counter(c for classes in class_sets for c in classes)
+    return {c: counts.get(c, 0) for c in vocab.CLASSES}
+
+
+def cooccurrence_counts(class_sets: list[set[str]]) -> dict[str, dict[str, int]]:
+    """a -> b -> number of images that hold both a and b (a != b)."""
+    table = {a: {b: 0 for b in vocab.CLASSES if b != a} for a in vocab.CLASSES}
+    for classes in class_sets:
+        for a in classes:
+            for b in classes:
+                if a != b:
+                    table[a][b] += 1
+    return table
+
+
+def planted_pair_rates(class_sets: list[set[str]]) -> dict[str, dict[str, Any]]:
+    """Measured P(partner | anchor) per planted pair."""
+    rates = {}
+    for anchor, partner in PLANTED_PARTNERS.items():
+        with_anchor = [s for s in class_sets if anchor in s]
+        hits = sum(partner in s for s in with_anchor)
+        rates[anchor] = {
+            "partner": partner,
+            "anchor_images": len(with_anchor),
+            "with_partner": hits,
+            "rate": round(hits / len(with_anchor), 4) if with_anchor else None,
+        }
+    return rates
+
+
+# ----------------------------------------------------------------------------------------------- POPE
+
+
+def _pope_negative(strategy: str, positive: str, invalid: set[str], rng: random.Random,
+                   frequency: dict[str, int], cooc: dict[str, dict[str, int]]) -> str:
+    """One negative by POPE's rules: never present, never asked before for this image."""
+    valid = [c for c in vocab.CLASSES if c not in invalid]
+    if strategy == "popular":
+        return max(valid, key=lambda c: (frequency[c], -vocab.CLASSES.index(c)))
+    if strategy == "adversarial":
+        ranked = [c for c in valid if cooc[positive][c] > 0]
+        if ranked:
+            return max(ranked, key=lambda c: (cooc[positive][c], frequency[c], -vocab.CLASSES.index(c)))
+    return rng.choice(valid)  # random, and adversarial's fallback as in POPE
+
+
+def pope_questions(eval_sources: list[dict[str, Any]], config: ShapesConfig, frequency: dict[str, int],
+                   cooc: dict[str, dict[str, int]]) -> dict[str, list[dict[str, Any]]]:
+    """strategy -> questions, yes/no alternating per image; question ids unique across the three files."""
+    out: dict[str, list[dict[str, Any]]] = {s: [] for s in POPE_STRATEGIES}
+    next_id = 1
+    for strategy in POPE_STRATEGIES:
+        for source in eval_sources:
+            index = image_index(source["id"])
+            present = sorted({o["name"] for o in source["objects"]}, key=vocab.CLASSES.index)
+            # Positives are drawn once per image, so the three splits ask about the same present classes.
+            random.Random(derive_seed(config.seed, "pope-positives", index)).shuffle(present)
+            rng = random.Random(derive_seed(config.seed, "pope", strategy, index))
+            asked = set(o["name"] for o in source["objects"])
+            for positive in present[: config.pope_positives]:
+                negative = _pope_negative(strategy, positive, asked, rng, frequency, cooc)
+                asked.add(negative)
+                for target, label in ((positive, "yes"), (negative, "no")):
+                    out[strategy].append({
+                        "question_id": next_id,
+                        "image": source["images"][0],
+                        "text": _existence_question(target),
+                        "label": label,
+                        "category": strategy,
+                        "target": target,
+                        "probe": "object",
+                    })
+                    next_id += 1
+    return out
+
+
+# ------------------------------------------------------------------------------------------- writing
+
+
+def _progress(total: int):
+    """A rich progress bar on stderr for big worlds on a terminal; silent otherwise (tests, logs)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    return Progress(TextColumn("shapes"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=console, transient=True,
+                    disable=total < PROGRESS_MIN_IMAGES or not console.is_terminal)
+
+
+def _render_all(config: ShapesConfig, folder: Path, prior: dict[str, float]):
+    """Write every PNG; return the source records and the per-image bait lists."""
+    n_train = config.n - round(config.n * config.eval_fraction)
+    sources, bait = [], {}
+    (folder / "images").mkdir()
+    with _progress(config.n) as progress:
+        task = progress.add_task("render", total=config.n)
+        for index in range(config.n):
+            seed = derive_seed(config.seed, "image", index)
+            image, objects = render_image(config, seed, prior)
+            rel = f"images/{image_id(index)}.png"
+            image.save(folder / rel, format="PNG")
+            sources.append({
+                "id": image_id(index),
+                "images": [rel],
+                "split": "train" if index < n_train else "eval",
+                "caption": caption(objects),
+                "objects": objects,
+                "seed": seed,
+                "size": [config.image_size, config.image_size],
+            })
+            bait[image_id(index)] = bait_classes({o["name"] for o in objects})
+            progress.advance(task)
+    return sources, bait
+
+
+def _world(config: ShapesConfig, prior: dict[str, float], sources: list[dict[str, Any]],
+           bait: dict[str, list[str]], eval_frequency: dict[str, int],
+           cooc: dict[str, dict[str, int]]) -> dict[str, Any]:
+    all_sets = _class_sets(sources)
+    train_sets = _class_sets([s for s in sources if s["split"] == "train"])
+    object_counts = Counter(o["name"] for s in sources for o in s["objects"])
+    return {
+        "vocab_version": vocab.VOCAB_VERSION,
+        "classes": list(vocab.CLASSES),
+        "prior_order": list(PRIOR_ORDER),
+        "class_prior": {c: round(p, 6) for c, p in prior.items()},
+        "class_skew": config.class_skew,
+        "planted_pairs": dict(PLANTED_PARTNERS),
+        "cooccurrence": config.cooccurrence,
+        "object_counts": {c: object_counts.get(c, 0) for c in vocab.CLASSES},
+        "image_frequency": {
+            "all": image_frequency(all_sets),
+            "train": image_frequency(train_sets),
+            "eval": eval_frequency,
+        },
+        "popular_ranking": "image_frequency.eval",
+        "cooccurrence_counts": cooc,
+        "adversarial_ranking": "cooccurrence_counts (all images), ties by image_frequency.eval",
+        "measured_pair_rates": {
+            "all": planted_pair_rates(all_sets),
+            "train": planted_pair_rates(train_sets),
+        },
+        "pope_template": POPE_TEMPLATE,
+        "pope_suffix": POPE_SUFFIX,
+        "bait": bait,
+    }
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    path.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def generate_shapes_world(config: ShapesConfig, out: str | Path) -> dict[str, int]:
+    """Write the whole shapes world to `out` atomically; return its counts."""
+    from align.config import config_to_dict
+    from align.data.io import atomic_output_dir, write_dataset_json, write_jsonl
+
+    prior = class_prior(config.class_skew)
+    with atomic_output_dir(out) as folder:
+        sources, bait = _render_all(config, folder, prior)
+        train = [s for s in sources if s["split"] == "train"]
+        evals = [s for s in sources if s["split"] == "eval"]
+        sft = [r for s in train for r in sft_records(image_index(s["id"]), s, config)]
+        # Popular ranks by frequency in the probed split (as POPE); adversarial by co-occurrence over the whole
+        # world, the statistics the captions teach.
+        eval_frequency = image_frequency(_class_sets(evals))
+        cooc = cooccurrence_counts(_class_sets(sources))
+        pope = pope_questions(evals, config, eval_frequency, cooc)
+
+        files = {"images": "images/", "sources": "sources.jsonl", "sft": "sft.jsonl"}
+        write_jsonl(folder / files["sources"], sources)
+        write_jsonl(folder / files["sft"], sft)
+        for strategy, rows in pope.items():
+            files[f"pope_{strategy}"] = f"pope_{strategy}.jsonl"
+            write_jsonl(folder / files[f"pope_{strategy}"], rows)
+        files["pope_all"] = "pope_all.jsonl"
+        write_jsonl(folder / files["pope_all"], [q for s in POPE_STRATEGIES for q in pope[s]])
+        files["world"] = "world.json"
+        _write_json(folder / files["world"], _world(config, prior, sources, bait, eval_frequency, cooc))
+
+        counts = {
+            "images": len(sources),
+            "train_images": len(train),
+            "eval_images": len(evals),
+            "objects": sum(len(s["objects"]) for s in sources),
+            "sft": len(sft),
+            **{f"pope_{s}": len(pope[s]) for s in POPE_STRATEGIES},
+            "pope_all": sum(len(q) for q in pope.values()),
+        }
+        write_dataset_json(folder, kind="shapes", counts=counts, settings=config_to_dict(config), files=files)
+    return counts
