@@ -1,0 +1,64 @@
+"""`align models tiny/info/families` through the real entry point; loading errors are one line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("torch")
+
+
+def test_models_tiny_then_info_reports_the_saved_parameter_count(run_cli, tmp_path):
+    out = tmp_path / "tiny-llava"
+    result = run_cli("models", "tiny", "--family", "llava", "--out", out, "--seed", "3")
+    assert result.code == 0, result
+    assert (out / "config.json").is_file() and (out / "model.safetensors").is_file()
+    assert (out / "chat_template.jinja").is_file()
+    assert not list(tmp_path.glob(".tiny-llava.tmp-*")), "temporary folder left behind"
+    saved = json.loads((out / "align_tiny.json").read_text())
+    assert saved["family"] == "llava" and saved["seed"] == 3
+
+    info = run_cli("models", "info", out)
+    assert info.code == 0, info
+    assert f"{saved['parameters']:,}" in info.out
+    for part in ("vision", "connector", "language_model", "lm_head"):
+        assert part in info.out
+
+
+def test_same_seed_same_weights_different_seed_different_weights(tmp_path):
+    from safetensors.torch import load_file
+
+    from align.models.tiny import build_tiny
+
+    a = load_file(build_tiny("llava", tmp_path / "a", seed=1) / "model.safetensors")
+    b = load_file(build_tiny("llava", tmp_path / "b", seed=1) / "model.safetensors")
+    c = load_file(build_tiny("llava", tmp_path / "c", seed=2) / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert all((a[k] == b[k]).all() for k in a)
+    assert any((a[k] != c[k]).any() for k in a)
+
+
+def test_families_lists_every_family(run_cli):
+    from align.models.families import FAMILIES
+
+    result = run_cli("models", "families")
+    assert result.code == 0
+    for name in FAMILIES:
+        assert name in result.out
+
+
+def test_loading_a_missing_checkpoint_is_a_one_line_error(run_cli, tmp_path):
+    result = run_cli("models", "info", tmp_path / "nowhere")
+    assert result.code == 2
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot load a model config from")
+
+
+def test_unsupported_model_type_names_the_supported_families(tmp_path):
+    from align.errors import ModelError
+    from align.models.load import load_model_and_processor
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(ModelError, match="model type 'bert' is not a supported family; supported: .*llava"):
+        load_model_and_processor(tmp_path)
