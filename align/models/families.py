@@ -33,7 +33,8 @@ class Family:
     # tokens on their own (IDEFICS, BLIP-2, InstructBLIP, Fuyu, Kosmos-2).
     template_places_images: bool = True
     supports_video: bool = False
-    fix_processor_path: str | None = None  # "module:function" patched onto every loaded processor
+    fix_processor_path: str | None = None  # "module:function" applied to every loaded processor
+    fix_model_path: str | None = None  # "module:function" applied to every loaded model
     notes: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -44,10 +45,18 @@ class Family:
 
     @property
     def fix_processor(self) -> Callable | None:
-        if self.fix_processor_path is None:
-            return None
-        module_name, func_name = self.fix_processor_path.split(":")
-        return getattr(importlib.import_module(module_name), func_name)
+        return _resolve(self.fix_processor_path)
+
+    @property
+    def fix_model(self) -> Callable | None:
+        return _resolve(self.fix_model_path)
+
+
+def _resolve(target: str | None) -> Callable | None:
+    if target is None:
+        return None
+    module_name, func_name = target.split(":")
+    return getattr(importlib.import_module(module_name), func_name)
 
 
 _LLAVA_PARTS = {
@@ -62,11 +71,13 @@ _QWEN_PARTS = {
     "language_model": ("model.language_model",),
     "lm_head": ("lm_head",),
 }
+# BLIP-2/InstructBLIP classes have no inner `.model`: parts hang off the top. No lm_head part: OPT ties the output
+# projection to the input embeddings, so it is counted (and frozen) with language_model (T5 variants' untied head
+# at language_model.lm_head also falls under language_model).
 _BLIP_PARTS = {
-    "vision": ("model.vision_model",),
-    "connector": ("model.qformer", "model.query_tokens", "model.language_projection"),
-    "language_model": ("model.language_model",),
-    "lm_head": ("lm_head", "model.language_model.lm_head"),
+    "vision": ("vision_model",),
+    "connector": ("qformer", "query_tokens", "language_projection"),
+    "language_model": ("language_model",),
 }
 
 FAMILIES: dict[str, Family] = {
@@ -109,18 +120,20 @@ FAMILIES: dict[str, Family] = {
                 "lm_head": ("lm_head",),
             },
             template_places_images=False,
-            fix_processor_path="align.models.tiny.fuyu:patch_fuyu_processor",
+            fix_processor_path="align.models.patches:patch_fuyu_processor",
         ),
         Family(
             "kosmos2",
             ("kosmos-2",),
+            # No inner `.model`; no lm_head part: text_model.lm_head is tied to the input embeddings.
             {
-                "vision": ("model.vision_model",),
-                "connector": ("model.image_to_text_projection",),
-                "language_model": ("model.text_model",),
-                "lm_head": ("lm_head", "model.text_model.lm_head"),
+                "vision": ("vision_model",),
+                "connector": ("image_to_text_projection",),
+                "language_model": ("text_model",),
             },
             template_places_images=False,
+            # Batched (left-padded) generation needs this model fix; see its docstring.
+            fix_model_path="align.models.patches:patch_kosmos2_generation",
         ),
     ]
 }

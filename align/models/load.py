@@ -101,5 +101,7 @@ def load_model_and_processor(
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"cannot load model weights from '{path_or_id}': {first}") from None
+    if spec.fix_model is not None:
+        spec.fix_model(model)
     processor = load_processor(path_or_id, family, trust_remote_code)
     return model, processor

@@ -50,8 +50,7 @@ def build_chameleon(out: Path, seed: int = 0) -> Path:
     # every prompt in chat mode. Code tokens come last so text ids match the other families' layout.
     specials = _SPECIALS + [code_token(i) for i in range(CODES)]
     tok = train_bpe_tokenizer(specials, vocab_size=VOCAB + CODES, seed=seed, bos_token="<s>", eos_token="</s>",
-                              pad_token="<pad>", unk_token="<unk>", sep_token="<reserved08706>",
-                              padding_side="left")  # a constructor argument, so it survives save/reload
+                              pad_token="<pad>", unk_token="<unk>", sep_token="<reserved08706>")
     vq = ChameleonVQVAEConfig(embed_dim=CHANNELS, num_embeddings=CODES, latent_channels=CHANNELS,
                               resolution=IMAGE_SIZE, base_channels=CHANNELS, channel_multiplier=[1] * LEVELS,
                               num_res_blocks=1, attn_resolutions=None)

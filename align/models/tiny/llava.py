@@ -20,12 +20,8 @@ _SPECIALS = ["<unk>", "<s>", "</s>", "<pad>", "<image>", "<video>"]
 
 
 def _tokenizer(seed: int):
-    # padding_side as a constructor argument is saved in tokenizer_config.json; set as an attribute afterwards
-    # (as train_bpe_tokenizer does) it is lost on reload and batched generation would be right-padded.
-    tok = train_bpe_tokenizer(_SPECIALS, seed=seed, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                              unk_token="<unk>", extra_special_tokens={"image_token": "<image>"},
-                              padding_side="left")
-    return tok
+    return train_bpe_tokenizer(_SPECIALS, seed=seed, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                               unk_token="<unk>", extra_special_tokens={"image_token": "<image>"})
 
 
 def _vision_config():

@@ -47,9 +47,7 @@ QWEN_CHAT_TEMPLATE = (
 
 
 def _tokenizer(seed: int):
-    # padding_side given to the constructor so it survives save/reload (left-padded generation batches).
-    return train_bpe_tokenizer(_SPECIALS, seed=seed, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                               padding_side="left")
+    return train_bpe_tokenizer(_SPECIALS, seed=seed, eos_token="<|im_end|>", pad_token="<|endoftext|>")
 
 
 def _token_ids(tok) -> dict[str, int]:
