@@ -6,6 +6,7 @@ recipes folder, its parent folder's name. Nothing is loaded but the YAML and the
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 from dataclasses import dataclass, field
@@ -17,7 +18,10 @@ from align.errors import ConfigError
 # kind -> "module:ConfigClass"; later commands add theirs.
 RECIPE_KINDS: dict[str, str] = {
     "shapes": "align.data.shapes:ShapesConfig",
+    "sft": "align.train.sft:AlignSFTConfig",
 }
+
+_DEVICE_FLAGS = ("bf16", "fp16", "tf32")
 
 # DeepSpeed JSON configs live in recipes/deepspeed/ and are checked for what every launcher needs.
 _DEEPSPEED_REQUIRED = ("zero_optimization", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps")
@@ -60,8 +64,12 @@ def check_recipe(path: Path, kind: str | None = None) -> list[str]:
         return [str(exc)]
     problems = check_values(cls, values, source=str(path))
     if not problems:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        # A recipe written for GPUs (bf16: true) is valid on a CPU-only machine too: transformers' device checks
+        # are not recipe problems, so mixed precision is switched off for this construction only.
+        constructed = {**values, **{k: False for k in _DEVICE_FLAGS if k in fields}}
         try:
-            build_dataclass(cls, values, source=str(path))  # cross-field rules in __post_init__
+            build_dataclass(cls, constructed, source=str(path))  # cross-field rules in __post_init__
         except ConfigError as exc:
             problems.extend(exc.problems)
     return problems

@@ -78,3 +78,14 @@ def run_cli(capsys):
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def shapes_world(tmp_path_factory):
+    """A small shapes world (16 images, 12 for training) shared by the training tests."""
+    from align.data.shapes import ShapesConfig, generate_shapes_world
+
+    out = tmp_path_factory.mktemp("shapes") / "world"
+    generate_shapes_world(ShapesConfig(n=16, seed=3, image_size=64), out)
+    return out
+

@@ -50,3 +50,18 @@ def families() -> None:
         table.add_row(name, ", ".join(fam.model_types), ", ".join(fam.parts), "yes" if fam.supports_video else "",
                       "yes" if name in TINY_BUILDERS else "")
     Console().print(table)
+
+
+@app.command()
+def merge(
+    adapter: Annotated[Path, typer.Argument(help="PEFT LoRA adapter folder (from `align sft --train lora...`).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for the merged checkpoint.")],
+    base: Annotated[
+        str | None, typer.Option("--base", help="Base model; default: the one recorded in adapter_config.json.")
+    ] = None,
+) -> None:
+    """Fold a LoRA adapter into its base model; the result loads with plain transformers."""
+    from align.models.merge import merge_adapter
+
+    path = merge_adapter(adapter, out, base=base)
+    typer.echo(f"merged model written to {path}")

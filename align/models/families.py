@@ -10,6 +10,15 @@ Parts are named the same way in every family so freezing policies can name them:
   lm_head         the output projection (tied to the embeddings in some families)
 A parameter belongs to the part with the longest matching prefix, so "model.visual.merger" (connector) wins
 over "model.visual" (vision).
+
+Finer groups, where a part is not enough for the trainable-part policies of `align.models.freeze` (GROUP_NAMES):
+  projector         the layer(s) that map vision features into the LLM's embedding space (LLaVA stage 1,
+                    MiniGPT-4's single linear layer: for BLIP-2 only the language projection, not the Q-Former)
+  qformer           BLIP-2's Q-Former and its learned query tokens
+  resampler         IDEFICS' perceiver resampler
+  vision_layers     the vision encoder's list of layers (the policy picks the last one the connector reads)
+  vision_post_norm  the vision encoder's final norm, where the connector reads its output (LLaVA and IDEFICS
+                    read CLIP hidden states taken before it, so they have none)
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from dataclasses import dataclass, field
 from align.errors import ModelError, lookup
 
 PART_NAMES = ("vision", "connector", "xattn", "language_model", "lm_head")
+GROUP_NAMES = ("projector", "qformer", "resampler", "vision_layers", "vision_post_norm")
 
 
 @dataclass(frozen=True)
@@ -33,10 +43,21 @@ class Family:
     # tokens on their own (IDEFICS, BLIP-2, InstructBLIP, Fuyu, Kosmos-2).
     template_places_images: bool = True
     supports_video: bool = False
+    # TRL's fused LM head (per-token log-probs without [B, T, V] logits) reads `base_model(...).last_hidden_state`
+    # and projects it through the output embeddings. Families whose backbone output has no such field (BLIP-2,
+    # InstructBLIP, Kosmos-2) or whose forward edits the logits (Chameleon masks its image-code tokens) take the
+    # log-probs from the model's own logits instead (align.models.lm_head).
+    fused_lm_head: bool = True
     fix_processor_path: str | None = None  # "module:function" applied to every loaded processor
     fix_model_path: str | None = None  # "module:function" applied to every loaded model
-    notes: str = ""
-    extra: dict = field(default_factory=dict)
+    # What the family's own papers train in instruction tuning; `align sft` uses it when no policy is given.
+    natural_policy: str = "projector+llm"
+    groups: dict[str, tuple[str, ...]] = field(default_factory=dict)  # group name (GROUP_NAMES) -> prefixes
+    # Train-policy atom (align.models.freeze.POLICIES) -> why it cannot apply to this family.
+    not_applicable: dict[str, str] = field(default_factory=dict)
+    # model_type of the decoder where the config has no text_config to say it (IDEFICS builds a Llama-style
+    # decoder into its own model class).
+    decoder_type: str | None = None
 
     def auto_class(self):
         import transformers
@@ -80,14 +101,37 @@ _BLIP_PARTS = {
     "language_model": ("language_model",),
 }
 
+_LLAVA_GROUPS = {
+    "projector": ("model.multi_modal_projector",),
+    "vision_layers": ("model.vision_tower.encoder.layers",),
+}
+# LLaVA-NeXT appends a learned image_newline vector after each row of tile features; it trains with the projector.
+_LLAVA_NEXT_GROUPS = {**_LLAVA_GROUPS, "projector": ("model.multi_modal_projector", "model.image_newline")}
+_QWEN_GROUPS = {"projector": ("model.visual.merger",), "vision_layers": ("model.visual.blocks",)}
+_BLIP_GROUPS = {
+    "projector": ("language_projection",),
+    "qformer": ("qformer", "query_tokens"),
+    "vision_layers": ("vision_model.encoder.layers",),
+    "vision_post_norm": ("vision_model.post_layernorm",),
+}
+# PEFT's adaption prompt (the `adapter` policy) recomputes each wrapped attention's queries the Llama way (q_proj,
+# then 1-D rotary), so it only fits decoders that compute their queries exactly like that.
+_NO_ADAPTER_QWEN = ("its decoder rotates queries with multimodal rotary positions (M-RoPE), and PEFT's adaption "
+                    "prompt recomputes them with 1-D rotary")
+_NO_ADAPTER_BLIP = ("its language model (OPT or Flan-T5) is not a decoder PEFT's adaption prompt supports "
+                    "(Llama-style only: llama, mistral)")
+
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in [
-        Family("llava", ("llava",), _LLAVA_PARTS),
-        Family("llava_next", ("llava_next",), _LLAVA_PARTS),
-        Family("llava_next_video", ("llava_next_video",), _LLAVA_PARTS, supports_video=True),
-        Family("qwen2_vl", ("qwen2_vl",), _QWEN_PARTS, supports_video=True),
-        Family("qwen2_5_vl", ("qwen2_5_vl",), _QWEN_PARTS, supports_video=True),
+        Family("llava", ("llava",), _LLAVA_PARTS, groups=_LLAVA_GROUPS),
+        Family("llava_next", ("llava_next",), _LLAVA_PARTS, groups=_LLAVA_NEXT_GROUPS),
+        Family("llava_next_video", ("llava_next_video",), _LLAVA_PARTS, supports_video=True,
+               groups=_LLAVA_NEXT_GROUPS),
+        Family("qwen2_vl", ("qwen2_vl",), _QWEN_PARTS, supports_video=True, groups=_QWEN_GROUPS,
+               not_applicable={"adapter": _NO_ADAPTER_QWEN}),
+        Family("qwen2_5_vl", ("qwen2_5_vl",), _QWEN_PARTS, supports_video=True, groups=_QWEN_GROUPS,
+               not_applicable={"adapter": _NO_ADAPTER_QWEN}),
         Family(
             "idefics",
             ("idefics",),
@@ -99,9 +143,17 @@ FAMILIES: dict[str, Family] = {
                 "lm_head": ("lm_head",),
             },
             template_places_images=False,
+            groups={"resampler": ("model.perceiver_resampler",),
+                    "vision_layers": ("model.vision_model.encoder.layers",)},
+            not_applicable={"projector": "it has no projector: a perceiver resampler feeds gated cross-attention "
+                                         "layers (use resampler, or resampler+xattn as Flamingo does)"},
+            decoder_type="llama",
+            natural_policy="resampler+xattn",
         ),
-        Family("blip2", ("blip-2",), _BLIP_PARTS, template_places_images=False),
-        Family("instructblip", ("instructblip",), _BLIP_PARTS, template_places_images=False),
+        Family("blip2", ("blip-2",), _BLIP_PARTS, template_places_images=False, fused_lm_head=False,
+               groups=_BLIP_GROUPS, not_applicable={"adapter": _NO_ADAPTER_BLIP}, natural_policy="qformer"),
+        Family("instructblip", ("instructblip",), _BLIP_PARTS, template_places_images=False, fused_lm_head=False,
+               groups=_BLIP_GROUPS, not_applicable={"adapter": _NO_ADAPTER_BLIP}, natural_policy="qformer"),
         Family(
             "chameleon",
             ("chameleon",),
@@ -110,6 +162,16 @@ FAMILIES: dict[str, Family] = {
                 "language_model": ("model.embed_tokens", "model.layers", "model.norm"),
                 "lm_head": ("lm_head",),
             },
+            not_applicable={
+                "projector": "it has no projector: its VQ-VAE turns images into discrete tokens of the LLM's own "
+                             "vocabulary",
+                "vision": "its VQ-VAE image tokenizer outputs discrete token ids, so no gradient reaches it",
+                "vision-last": "its VQ-VAE image tokenizer outputs discrete token ids, so no gradient reaches it",
+                "adapter": "its attention normalises queries and keys per head (q_norm, k_norm), which PEFT's "
+                           "adaption prompt does not recompute",
+            },
+            fused_lm_head=False,
+            natural_policy="llm",
         ),
         Family(
             "fuyu",
@@ -121,6 +183,16 @@ FAMILIES: dict[str, Family] = {
             },
             template_places_images=False,
             fix_processor_path="align.models.patches:patch_fuyu_processor",
+            groups={"projector": ("model.vision_embed_tokens",)},
+            not_applicable={
+                "vision": "it has no vision encoder: image patches enter the decoder through one linear layer "
+                          "(train it with projector)",
+                "vision-last": "it has no vision encoder: image patches enter the decoder through one linear layer "
+                               "(train it with projector)",
+                "adapter": "its Persimmon decoder fuses query/key/value into one projection and normalises q and k, "
+                           "which PEFT's adaption prompt does not support",
+            },
+            natural_policy="all",
         ),
         Family(
             "kosmos2",
@@ -134,6 +206,13 @@ FAMILIES: dict[str, Family] = {
             template_places_images=False,
             # Batched (left-padded) generation needs this model fix; see its docstring.
             fix_model_path="align.models.patches:patch_kosmos2_generation",
+            groups={"projector": ("image_to_text_projection",),
+                    "vision_layers": ("vision_model.model.encoder.layers",),
+                    "vision_post_norm": ("vision_model.model.post_layernorm",)},
+            not_applicable={"adapter": "its decoder has sinusoidal positions and no rotary embedding, while PEFT's "
+                                       "adaption prompt recomputes queries with Llama's rotary"},
+            fused_lm_head=False,
+            natural_policy="vision-last+llm",
         ),
     ]
 }
@@ -165,15 +244,24 @@ def part_of(param_name: str, family: Family) -> str | None:
     return best
 
 
+def unwrapped_name(param_name: str) -> str:
+    """A parameter name as the unwrapped model spells it (a PeftModel prefixes "base_model.model."). Weights PEFT
+    injects (lora_A, adaption_prompt, modules_to_save copies) keep the path of the module they attach to, so they
+    fall under that module's part."""
+    return param_name.removeprefix("base_model.model.")
+
+
 def count_parameters_by_part(model, family: Family) -> dict[str, dict[str, int]]:
-    """{part: {"total": n, "trainable": n}}; parameters no part claims are reported under "other"."""
+    """{part: {"total": n, "trainable": n}}; parameters no part claims are reported under "other".
+
+    `model` may be PEFT-wrapped; a modules_to_save module counts twice (frozen original, trainable copy)."""
     counts: dict[str, dict[str, int]] = {}
     seen: set[int] = set()
     for name, param in model.named_parameters(remove_duplicate=False):
         if id(param) in seen:  # tied weights count once, under the first name
             continue
         seen.add(id(param))
-        part = part_of(name, family) or "other"
+        part = part_of(unwrapped_name(name), family) or "other"
         slot = counts.setdefault(part, {"total": 0, "trainable": 0})
         slot["total"] += param.numel()
         if param.requires_grad:

@@ -1,0 +1,47 @@
+"""`align sft`: supervised fine-tuning with the literature's trainable-part regimes, one or more stages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from align.cli._options import ConfigOpt, OverridesArg
+
+
+def sft(
+    config: ConfigOpt = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Base checkpoint: folder or hub id.")] = None,
+    data: Annotated[Path | None, typer.Option("--data", "-d", help="SFT records or LLaVA conversation JSON.")] = None,
+    output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Where the model is written.")] = None,
+    train: Annotated[
+        str | None,
+        typer.Option("--train", help="Trainable parts: projector, projector+llm, vision, vision-last+llm, qformer, "
+                                     "resampler+xattn, adapter, lora, qlora, all (combine with +)."),
+    ] = None,
+    deepspeed: Annotated[
+        str | None, typer.Option("--deepspeed", help="zero2, zero3, zero3_offload or a DeepSpeed JSON file.")
+    ] = None,
+    image_root: Annotated[Path | None, typer.Option("--image-root", help="Folder image paths resolve under.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Skip finished stages; continue from the last checkpoint.")]
+    = False,
+    overrides: OverridesArg = None,
+) -> None:
+    """Fine-tune a VLM on SFT conversations, training only the chosen parts, on the assistant turns only."""
+    from align.config import resolve_config
+    from align.train.common import init_distributed_if_launched
+    from align.train.sft import AlignSFTConfig
+    from align.train.sft_run import run_sft
+
+    init_distributed_if_launched()
+    cfg = resolve_config(
+        AlignSFTConfig,
+        recipe=config,
+        flags={"model": model, "data": str(data) if data else None, "output_dir": str(output_dir) if output_dir
+               else None, "train": train, "deepspeed": deepspeed,
+               "image_root": str(image_root) if image_root else None},
+        overrides=overrides or [],
+    )
+    out = run_sft(cfg, resume=resume)
+    typer.echo(f"model written to {out}")

@@ -1,0 +1,1 @@
+"""Trainers: one per method, each beside its config dataclass."""

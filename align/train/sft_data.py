@@ -1,0 +1,144 @@
+"""SFT data for training: read, convert (LLaVA conversations), validate, render grounding, measure every row.
+
+Everything that can be wrong with a row is found here, before a model step runs and before anything is written:
+missing or unreadable images, placeholder counts, empty or missing assistant turns, and rows longer than
+`max_length` (image tokens are never cut silently).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from align.data.collate import ConversationEncoder, Example, Spans, split_media
+from align.errors import DataError
+
+
+@dataclass
+class SFTData:
+    records: list[dict]
+    spans: list[Spans]
+    base_dir: Path | None
+    image_root: Path | None
+    origins: list[tuple[Any, int]]
+    dropped: int = 0
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def load_example(self, index: int) -> Example:
+        record = self.records[index]
+        path, row = self.origins[index]
+        return _example(record, self.base_dir, self.image_root, path, row)[0]
+
+
+def _example(record: dict, base_dir, image_root, path, row) -> tuple[Example, list[tuple[int, int]]]:
+    """(Example, sizes of the still images) for one validated SFT record."""
+    from align.data.images import load_media
+
+    loaded = [load_media(value, base_dir, image_root, path=path, row=row, field="images")
+              for value in record.get("images") or []]
+    images, videos = split_media(loaded)
+    return Example(record["messages"], images, videos), [im.size for im in images]
+
+
+def grounding_format_for(family: str, requested: str) -> str:
+    if requested != "auto":
+        return requested
+    return "qwen" if family.startswith("qwen") else "shikra"
+
+
+def _render(record: dict, fmt: str, sizes: list[tuple[int, int]], task: str | None) -> dict:
+    from align.data.grounding import add_task_identifier, render_record
+
+    record = render_record(record, fmt, sizes)
+    if task:
+        record = add_task_identifier(record, task)
+    return record
+
+
+def _read(path: str | Path, image_root):
+    from align.data.formats.llava import convert_llava, is_llava_format
+    from align.data.io import read_records
+
+    records = read_records(path, image_root=image_root)
+    if is_llava_format(records.columns):  # conversations with from: human/gpt -> SFT records, same origins
+        records = convert_llava(records, path, image_root)
+    return records
+
+
+def load_sft_data(
+    path: str | Path,
+    processor,
+    family: str,
+    image_root: str | Path | None = None,
+    max_length: int | None = None,
+    too_long: str = "error",
+    grounding_format: str = "auto",
+    task_identifier: str | None = None,
+    progress: bool = True,
+) -> SFTData:
+    """Read and check every row; compute each row's assistant-token spans with the family's own encoder."""
+    from align.data.schema import validate_records
+
+    records = _read(path, image_root)
+    if not records:
+        raise DataError(path, "has no rows")
+    validate_records(records, "sft", path, records.base_dir, image_root, False, records.origins)
+    encoder = ConversationEncoder(processor, family)
+    fmt = grounding_format_for(family, grounding_format)
+    kept, spans, origins, dropped = [], [], [], 0
+    with _progress(len(records), progress) as advance:
+        for record, (origin, row) in zip(records, records.origins, strict=True):
+            example, sizes = _example(record, records.base_dir, image_root, origin, row)
+            rendered = _render(record, fmt, sizes, task_identifier)
+            example.messages = rendered["messages"]
+            layout = encoder.assistant_spans(example)
+            if not layout.assistant:
+                raise DataError(origin, "no assistant tokens to train on (empty assistant turns?)", row=row,
+                                field="messages")
+            if max_length is not None and layout.length > max_length:
+                if too_long == "error":
+                    raise DataError(origin, _too_long_message(layout, max_length), row=row, field="messages")
+                dropped += 1
+                advance()
+                continue
+            kept.append(rendered)
+            spans.append(layout)
+            origins.append((origin, row))
+            advance()
+    if not kept:
+        raise DataError(path, f"every row is longer than max_length {max_length}; raise max_length")
+    return SFTData(kept, spans, records.base_dir, Path(image_root) if image_root else None, origins, dropped)
+
+
+def _too_long_message(layout: Spans, max_length: int) -> str:
+    where = ""
+    if layout.last_image_token >= max_length:
+        where = f" and truncation would cut its image tokens (the last at position {layout.last_image_token})"
+    return (f"{layout.length} tokens exceed max_length {max_length}{where}; raise max_length or set "
+            "too_long=drop")
+
+
+class _progress:
+    """A rich progress bar over rows when asked; a no-op counter otherwise."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.enabled, self._bar = total, enabled, None
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._bar = Progress(TextColumn("preparing rows"), BarColumn(), MofNCompleteColumn(),
+                             TimeRemainingColumn(), transient=True)
+        self._bar.start()
+        task = self._bar.add_task("rows", total=self.total)
+        return lambda: self._bar.advance(task)
+
+    def __exit__(self, *exc):
+        if self._bar is not None:
+            self._bar.stop()
+        return False

@@ -1,0 +1,192 @@
+"""`align sft`: one or more stages of supervised fine-tuning; each stage starts from the previous one's output.
+
+A single-stage run writes its model to `output_dir`. A multi-stage run writes stage k to
+`output_dir/stages/k-NAME` and the last stage to `output_dir`. A stage that trained an adapter (LoRA) is merged
+before the next stage loads it. Every stage leaves `run.json`; with `resume`, finished stages are skipped and the
+current one continues from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from align.errors import ConfigError
+from align.train.sft import AlignSFTConfig
+
+
+@dataclasses.dataclass
+class StagePlan:
+    index: int
+    name: str
+    config: AlignSFTConfig
+    output_dir: Path
+
+
+def _with(config: AlignSFTConfig, **changes: Any) -> AlignSFTConfig:
+    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.init}
+    # Deprecated TrainingArguments aliases are re-derived from their new names in __post_init__.
+    values.pop("gradient_checkpointing", None)
+    values.pop("gradient_checkpointing_kwargs", None)
+    values.update(changes)
+    return AlignSFTConfig(**values)
+
+
+def plan_stages(config: AlignSFTConfig) -> list[StagePlan]:
+    if config.output_dir is None:
+        raise ConfigError("output_dir is required (--output-dir DIR)")
+    out = Path(config.output_dir)
+    if not config.stages:
+        return [StagePlan(1, "sft", config, out)]
+    plans = []
+    for i, stage in enumerate(config.stages, start=1):
+        name = str(stage.get("name") or f"stage{i}")
+        overrides = {k: v for k, v in stage.items() if k != "name"}
+        last = i == len(config.stages)
+        stage_out = out if last else out / "stages" / f"{i}-{name}"
+        try:
+            stage_config = _with(config, stages=[], output_dir=str(stage_out), **overrides)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"stages[{i - 1}] ({name}): {exc}") from None
+        plans.append(StagePlan(i, name, stage_config, stage_out))
+    return plans
+
+
+def _finished(stage_dir: Path) -> bool:
+    run = stage_dir / "run.json"
+    return run.is_file() and json.loads(run.read_text(encoding="utf-8")).get("complete", False)
+
+
+def _last_checkpoint(stage_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(stage_dir)) if stage_dir.is_dir() else None
+
+
+def run_sft(config: AlignSFTConfig, resume: bool = False, progress: bool = True) -> Path:
+    """Train every stage; returns the folder of the final model (full checkpoint or PEFT adapter)."""
+    if not config.model:
+        raise ConfigError("model is required (--model PATH or `model:` in the recipe)")
+    plans = plan_stages(config)
+    model_path: str = config.model
+    for plan in plans:
+        if not plan.config.data:
+            raise ConfigError(f"stage {plan.index} ({plan.name}): no data (--data PATH, `data:` or the stage's data)")
+        if resume and _finished(plan.output_dir):
+            model_path = _loadable(plan.output_dir)
+            continue
+        train_stage(plan, model_path, resume=resume, progress=progress, n_stages=len(plans))
+        model_path = _loadable(plan.output_dir)
+    return plans[-1].output_dir
+
+
+def _loadable(stage_dir: Path) -> str:
+    """A folder the next stage can load: the stage's model, or its adapter merged into the base."""
+    if not (stage_dir / "adapter_config.json").is_file():
+        return str(stage_dir)
+    merged = stage_dir / "merged"
+    if not (merged / "config.json").is_file():
+        from align.models.merge import merge_adapter
+
+        merge_adapter(stage_dir, merged)
+    return str(merged)
+
+
+def train_stage(plan: StagePlan, model_path: str, resume: bool, progress: bool, n_stages: int) -> Path:
+    import datasets
+    import torch
+    from rich.console import Console
+    from transformers import set_seed
+
+    from align.data.collate import ConversationCollator, ConversationEncoder
+    from align.models.families import family_of
+    from align.models.freeze import AdapterSettings, LoraSettings, apply_train_policy, trainable_parts_table
+    from align.models.load import load_model_and_processor
+    from align.train.common import is_main_process
+    from align.train.sft import AlignSFTTrainer
+    from align.train.sft_data import load_sft_data
+
+    cfg = plan.config
+    console = Console(stderr=True)
+    main = is_main_process()
+    torch.set_flush_denormal(True)
+    set_seed(cfg.seed)
+    model, processor = load_model_and_processor(model_path, dtype=cfg.dtype, attn_implementation=cfg.attn_implementation)
+    family = family_of(model.config)
+    policy = cfg.train or natural_policy(family)
+    # Rows are checked (images, lengths, assistant turns) before anything trains or is written.
+    data = load_sft_data(cfg.data, processor, family, cfg.image_root, cfg.max_length, cfg.too_long,
+                         cfg.grounding_format, cfg.task_identifier, progress=progress and main)
+    lora = LoraSettings(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, target=cfg.lora_target,
+                        include_vision=cfg.lora_vision)
+    adapter = AdapterSettings(prompt_length=cfg.adapter_len, layers=cfg.adapter_layers)
+    model = apply_train_policy(model, family, policy, lora=lora, adapter=adapter)
+    if main:
+        title = f"stage {plan.index}/{n_stages} '{plan.name}': {family}, train={policy}, {len(data)} rows"
+        if data.dropped:
+            title += f" ({data.dropped} too long, dropped)"
+        table = trainable_parts_table(model, family)
+        table.title = title
+        console.print(table)
+
+    trainer = AlignSFTTrainer(
+        model=model,
+        args=cfg,
+        train_dataset=datasets.Dataset.from_dict({"row": list(range(len(data)))}),
+        data_collator=ConversationCollator(ConversationEncoder(processor, family), data.load_example, data.spans),
+        processing_class=processor,
+        family=family,
+    )
+    checkpoint = _last_checkpoint(plan.output_dir) if resume else None
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    _save_final(trainer, plan.output_dir)
+    if main:
+        from align.config import config_to_dict
+        from align.train.common import write_run_json
+
+        write_run_json(plan.output_dir, "sft", config_to_dict(cfg), {
+            "complete": True, "stage": plan.index, "stage_name": plan.name, "family": family, "policy": policy,
+            "base_model": model_path, "rows": len(data), "dropped_rows": data.dropped,
+            "resumed_from": checkpoint, "train_loss": result.training_loss,
+            "global_step": result.global_step, "metrics": result.metrics,
+            "log_history": trainer.state.log_history,
+        })
+    return plan.output_dir
+
+
+def _save_final(trainer, output_dir: Path) -> None:
+    """Model (or adapter) + processor into a temporary folder, then moved into `output_dir` on the main rank."""
+    tmp = output_dir / f".final-tmp-{os.getpid() if trainer.args.world_size == 1 else 'dist'}"
+    trainer.save_model(str(tmp))  # every rank takes part (ZeRO-3 gathers the weights)
+    trainer.accelerator.wait_for_everyone()
+    if trainer.is_world_process_zero():
+        _save_extra_trainables(trainer.model, tmp)
+        for entry in tmp.iterdir():
+            target = output_dir / entry.name
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(entry, target)
+        tmp.rmdir()
+    trainer.accelerator.wait_for_everyone()
+
+
+def _save_extra_trainables(model, folder: Path) -> None:
+    """Trained parameters a PEFT adapter file cannot hold (norms under `adapter`, bare tensors such as
+    LLaVA-NeXT's image_newline under `lora`) go beside it, where `load_trained` and `align models merge` find them."""
+    from safetensors.torch import save_file
+
+    from align.models.freeze import EXTRA_WEIGHTS, extra_state_dict
+
+    extra = extra_state_dict(model)
+    if extra:
+        save_file({n: t.contiguous().cpu() for n, t in extra.items()}, str(folder / EXTRA_WEIGHTS))
+
+
+def natural_policy(family: str) -> str:
+    from align.models.families import get_family
+
+    return get_family(family).natural_policy
