@@ -48,7 +48,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ type logic
 
 
-def _type_hints(cls: type) -> dict[str, Any]:
+def type_hints(cls: type) -> dict[str, Any]:
     try:
         return typing.get_type_hints(cls)
     except Exception:  # forward references a library never resolved: fall back to the raw annotations
@@ -218,20 +218,35 @@ def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    """Deep merge: mappings merge key by key, anything else in `update` replaces."""
+    """Deep merge: mappings merge key by key; a mapping with integer keys updates a list's items
+    (`stages.1.learning_rate=1e-4`); anything else in `update` replaces."""
     out = dict(base)
     for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = merge(out[key], value)
+        current = out.get(key)
+        if isinstance(value, Mapping) and isinstance(current, Mapping):
+            out[key] = merge(current, value)
+        elif isinstance(value, Mapping) and isinstance(current, list) and all(str(k).isdigit() for k in value):
+            out[key] = _merge_list(key, current, value)
         else:
             out[key] = value
     return out
 
 
+def _merge_list(key: str, items: list, update: Mapping[str, Any]) -> list:
+    items = list(items)
+    for index, value in update.items():
+        i = int(index)
+        if i >= len(items):
+            raise ConfigError(f"key '{key}.{index}': the list has {len(items)} items (indices 0-{len(items) - 1})")
+        both_mappings = isinstance(value, Mapping) and isinstance(items[i], Mapping)
+        items[i] = merge(items[i], value) if both_mappings else value
+    return items
+
+
 def check_values(cls: type, values: Mapping[str, Any], source: str = "", prefix: str = "") -> list[str]:
     """Every problem with `values` as `cls` fields: unknown keys (listing the valid ones) and wrong types."""
     fields = init_fields(cls)
-    hints = _type_hints(cls)
+    hints = type_hints(cls)
     problems: list[str] = []
     where = f"{source}: " if source else ""
     for key, value in values.items():
@@ -243,6 +258,8 @@ def check_values(cls: type, values: Mapping[str, Any], source: str = "", prefix:
         if _is_dataclass_type(tp) and isinstance(value, Mapping):
             problems.extend(check_values(tp, value, source, prefix=f"{dotted}."))
             continue
+        if _is_item_update(tp, value):  # `stages.1.learning_rate=...`: items are checked when merged
+            continue
         try:
             coerce(value, tp)
         except (ValueError, TypeError, ConfigError) as exc:
@@ -250,12 +267,20 @@ def check_values(cls: type, values: Mapping[str, Any], source: str = "", prefix:
     return problems
 
 
+def _is_item_update(tp: Any, value: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_item_update(member, value) for member in typing.get_args(tp))
+    is_list = origin is list or tp is list
+    return is_list and isinstance(value, Mapping) and bool(value) and all(str(k).isdigit() for k in value)
+
+
 def build_dataclass(cls: type, values: Mapping[str, Any], source: str = ""):
     """Instantiate `cls` from a nested mapping of field values, coercing each to its declared type."""
     problems = check_values(cls, values, source)
     if problems:
         raise ConfigError(problems)
-    hints = _type_hints(cls)
+    hints = type_hints(cls)
     kwargs = {key: coerce(value, hints.get(key, Any)) for key, value in values.items()}
     try:
         return cls(**kwargs)

@@ -13,6 +13,7 @@ from typing import Any
 from trl import SFTConfig, SFTTrainer
 
 from align.errors import ConfigError
+from align.train.resume import CheckpointResumeMixin
 
 TOO_LONG = ("error", "drop")
 GROUNDING = ("auto", "shikra", "qwen", "minigptv2", "ferret", "none")
@@ -119,7 +120,7 @@ class AlignSFTConfig(SFTConfig):
         super().__post_init__()
 
 
-class AlignSFTTrainer(SFTTrainer):
+class AlignSFTTrainer(CheckpointResumeMixin, SFTTrainer):
     """SFTTrainer with align's collator; the only override swaps the LM head where TRL's fused one does not fit."""
 
     def __init__(self, *args, family: str, **kwargs):

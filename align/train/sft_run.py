@@ -36,6 +36,22 @@ def _with(config: AlignSFTConfig, **changes: Any) -> AlignSFTConfig:
     return AlignSFTConfig(**values)
 
 
+def _typed(stage: dict) -> dict[str, Any]:
+    """A stage's overrides coerced to the config's field types (values from `key=value` arrive as strings)."""
+    from align.config import coerce, type_hints
+
+    hints = type_hints(AlignSFTConfig)
+    typed = {}
+    for key, value in stage.items():
+        if key == "name":
+            continue
+        try:
+            typed[key] = coerce(value, hints.get(key, Any))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"stage '{stage.get('name', '?')}', key '{key}': {exc}") from None
+    return typed
+
+
 def plan_stages(config: AlignSFTConfig) -> list[StagePlan]:
     if config.output_dir is None:
         raise ConfigError("output_dir is required (--output-dir DIR)")
@@ -45,7 +61,7 @@ def plan_stages(config: AlignSFTConfig) -> list[StagePlan]:
     plans = []
     for i, stage in enumerate(config.stages, start=1):
         name = str(stage.get("name") or f"stage{i}")
-        overrides = {k: v for k, v in stage.items() if k != "name"}
+        overrides = _typed(stage)
         last = i == len(config.stages)
         stage_out = out if last else out / "stages" / f"{i}-{name}"
         try:
