@@ -182,6 +182,14 @@ def _parse(policy: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(atoms))  # repeated atoms add nothing
 
 
+def check_policy(policy: str) -> tuple[str, ...]:
+    """The atoms of a policy string, or a ConfigError for unknown atoms and combinations that cannot work; no
+    family needed (recipes are checked with it before any model is loaded)."""
+    atoms = _parse(policy)
+    _check_combination(atoms)
+    return atoms
+
+
 def _why_not(atom: str, spec: Family) -> str | None:
     if atom in spec.not_applicable:
         return spec.not_applicable[atom]

@@ -108,6 +108,7 @@ class AlignSFTConfig(SFTConfig):
             problems.append(f"too_long must be one of {', '.join(TOO_LONG)}, got '{self.too_long}'")
         if self.grounding_format not in GROUNDING:
             problems.append(f"grounding_format must be one of {', '.join(GROUNDING)}, got '{self.grounding_format}'")
+        problems += _policy_problems(self.train, "train")
         for i, stage in enumerate(self.stages):
             if not isinstance(stage, dict):
                 problems.append(f"stages[{i}] must be a mapping of stage keys")
@@ -115,9 +116,22 @@ class AlignSFTConfig(SFTConfig):
             unknown = sorted(set(stage) - set(STAGE_KEYS))
             if unknown:
                 problems.append(f"stages[{i}]: unknown key(s) {', '.join(unknown)}; valid: {', '.join(STAGE_KEYS)}")
+            problems += _policy_problems(stage.get("train"), f"stages[{i}].train")
         if problems:
             raise ConfigError(problems)
         super().__post_init__()
+
+
+def _policy_problems(policy: str | None, key: str) -> list[str]:
+    from align.models.freeze import check_policy
+
+    if policy is None:
+        return []
+    try:
+        check_policy(policy)
+    except ConfigError as exc:
+        return [f"{key}: {exc}"]
+    return []
 
 
 class AlignSFTTrainer(CheckpointResumeMixin, SFTTrainer):

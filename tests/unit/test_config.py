@@ -157,3 +157,16 @@ def test_trl_config_takes_overrides_through_the_same_path():
     assert cfg.beta == pytest.approx(0.2) and cfg.per_device_train_batch_size == 2 and cfg.bf16 is False
     with pytest.raises(ConfigError, match="unknown key 'betaa'"):
         resolve_config(trl.DPOConfig, overrides=["output_dir=out", "betaa=0.2"])
+
+
+@dataclass
+class WithStages:
+    stages: list[dict] = field(default_factory=list, metadata={"help": "stages"})
+
+
+def test_dotted_index_overrides_update_list_items(tmp_path):
+    recipe = _recipe(tmp_path, "stages:\n  - {name: a, lr: 1}\n  - {name: b, lr: 2}\n")
+    cfg = resolve_config(WithStages, recipe=recipe, overrides=["stages.1.lr=3", "stages.0.extra=x"])
+    assert cfg.stages == [{"name": "a", "lr": 1, "extra": "x"}, {"name": "b", "lr": "3"}]
+    with pytest.raises(ConfigError, match=r"'stages\.5'.*2 items"):
+        resolve_config(WithStages, recipe=recipe, overrides=["stages.5.lr=3"])
