@@ -19,6 +19,7 @@ from align.errors import ConfigError
 RECIPE_KINDS: dict[str, str] = {
     "shapes": "align.data.shapes:ShapesConfig",
     "sft": "align.train.sft:AlignSFTConfig",
+    "pairs": "data_builders:config_for_recipe",
 }
 
 _DEVICE_FLAGS = ("bf16", "fp16", "tf32")
@@ -60,8 +61,10 @@ def check_recipe(path: Path, kind: str | None = None) -> list[str]:
         return [f"{path}: no config kind '{kind}' (from its folder); known: {', '.join(sorted(RECIPE_KINDS))}"]
     try:
         values = load_yaml(path)
+        if not isinstance(cls, type):  # a kind whose class depends on the recipe (pairs: its `method`)
+            cls = cls(values)
     except ConfigError as exc:
-        return [str(exc)]
+        return [f"{path}: {exc}" if str(path) not in str(exc) else str(exc)]
     problems = check_values(cls, values, source=str(path))
     if not problems:
         fields = {f.name for f in dataclasses.fields(cls)}

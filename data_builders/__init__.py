@@ -1,8 +1,32 @@
 """Preference-pair builders (`align build-pairs METHOD`): no training code lives here.
 
-BUILDERS maps a method name to "module:BuilderClass"; it is filled as builders land.
+BUILDERS maps a method name to "module:BuilderClass", imported on use so listing methods stays cheap.
 """
 
 from __future__ import annotations
 
-BUILDERS: dict[str, str] = {}
+import importlib
+
+from align.errors import lookup
+
+BUILDERS: dict[str, str] = {
+    "halva": "data_builders.halva:HalvaBuilder",
+    "povid": "data_builders.povid:PovidBuilder",
+    "bpo": "data_builders.bpo:BpoBuilder",
+    "stic": "data_builders.stic:SticBuilder",
+}
+
+
+def builder_class(method: str):
+    module_name, class_name = lookup(BUILDERS, "method", method).split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def config_for_recipe(values: dict):
+    """The config class of a recipes/pairs/ file: its builder's, named by the recipe's `method` key."""
+    from align.errors import ConfigError
+
+    method = values.get("method")
+    if not method:
+        raise ConfigError(f"a pairs recipe names its builder with `method:`; known: {', '.join(sorted(BUILDERS))}")
+    return builder_class(str(method)).config_cls

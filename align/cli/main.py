@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from align import __version__
-from align.cli import data, models, sft, validate
+from align.cli import build_pairs, data, models, sft, validate
 
 app = typer.Typer(
     name="align",
@@ -45,6 +45,7 @@ def root(
 
 app.add_typer(data.app, name="data")
 app.add_typer(models.app, name="models")
+app.command(name="build-pairs")(build_pairs.build_pairs)
 app.command(name="sft")(sft.sft)
 app.command(name="validate")(validate.validate)
 

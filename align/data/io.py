@@ -316,8 +316,13 @@ def write_records(
     base_dir: str | Path | None = None,
     image_root: str | Path | None = None,
     overwrite: bool = True,
+    counts_extra: Mapping[str, int] | None = None,
+    command: str | None = None,
 ) -> Path:
     """Validate `records` as `kind` and write a dataset folder atomically; returns `out_dir`.
+
+    `counts_extra` adds to dataset.json's counts (a builder's rows read and skipped); `command` overrides the
+    recorded command line.
 
     The folder holds data-0000K-of-0000N.parquet shards of `shard_size` rows (storage rules in
     align/data/storage.py), dataset.json, and with images="copy" an images/ folder (files named by content,
@@ -360,6 +365,7 @@ def write_records(
             files[name] = hashlib.sha256((tmp / name).read_bytes()).hexdigest()
         n_images = sum(len(r.get("images") or []) for r in records)
         storage = {"images": images, **{k: plan[k] for k in ("json_columns", "image_columns")}}
-        counts = {"rows": len(records), "images": n_images, "shards": n_shards}
-        write_dataset_json(tmp, kind, counts, settings=settings, method=method, files=files, storage=storage)
+        counts = {"rows": len(records), "images": n_images, "shards": n_shards, **(counts_extra or {})}
+        write_dataset_json(tmp, kind, counts, settings=settings, method=method, files=files, storage=storage,
+                           command=command)
     return out_dir

@@ -1,0 +1,296 @@
+"""The pair-building pipeline: read sources -> build -> validate -> write, resumable and deterministic.
+
+Sources are cut into chunks of `chunk_size` rows in input order. Each finished chunk is written atomically to a
+work folder beside the output (`.OUT.work/chunk-000007.json`): its pairs, and how many rows it read and skipped
+and why. A rerun after Ctrl-C or kill -9 skips finished chunks, so no pair is lost or duplicated. Every row's
+randomness comes from (seed, method, row id), and generation is seeded per chunk, so output does not depend on
+where a run stopped. Under `torchrun` / `accelerate launch`, chunk i belongs to rank i % world_size and each
+rank writes its own chunks; rank 0 then waits for all of them and assembles them in chunk order, which is exactly
+what a single process writes. Only then is the output folder renamed into place and the work folder removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from align.errors import ConfigError, DataError
+from data_builders.config import BuildConfig
+
+
+def derive_seed(*parts: object) -> int:
+    """A 63-bit seed from any parts (stable across Python runs, unlike hash())."""
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+@dataclass
+class Source:
+    """One source row, with where it came from (for errors) and its own random stream."""
+
+    record: dict
+    origin: Any
+    row: int
+    base_dir: Path | None
+    image_root: Path | None
+    rng: random.Random
+
+    @property
+    def id(self) -> str:
+        return str(self.record["id"])
+
+    def load_images(self) -> list:
+        """PIL images (a video as a list of frames), decoded in full."""
+        from align.data.images import load_media
+
+        return [load_media(v, self.base_dir, self.image_root, path=self.origin, row=self.row, field="images")
+                for v in self.record.get("images") or []]
+
+
+@dataclass
+class Built:
+    """What a builder made of one source: pairs, or the reason it made none."""
+
+    pairs: list[dict] = field(default_factory=list)
+    skipped: str | None = None
+
+
+class Builder:
+    """Base class: a builder turns sources into preference records. Subclasses set the class attributes."""
+
+    name: str = ""
+    config_cls: type[BuildConfig] = BuildConfig
+    # Source fields the builder needs; a tuple inside means "one of these".
+    required: tuple = ()
+    needs_model: bool = False
+
+    def __init__(self, config: BuildConfig):
+        self.config = config
+        self._generator = None
+
+    @property
+    def generator(self):
+        """The generation engine, loaded on first use (model-based builders only)."""
+        if self._generator is None:
+            from data_builders.generate import Generator
+
+            if not self.config.model:
+                raise ConfigError(f"method '{self.name}' generates responses: pass --model PATH")
+            c = self.config
+            self._generator = Generator(c.model, adapter=c.adapter, dtype=c.dtype, batch_size=c.batch_size)
+        return self._generator
+
+    def prepare(self, records: Sequence[dict]) -> None:
+        """Corpus-level statistics (object frequencies, co-occurrence) from ALL source rows, before any chunk is
+        built, so every chunk sees the same tables whether or not the run resumed."""
+
+    def build(self, sources: Sequence[Source], chunk_seed: int) -> list[Built]:
+        """One `Built` per source, in order. Rule-based builders override `build_one`; model-based ones this."""
+        return [self.build_one(s) for s in sources]
+
+    def build_one(self, source: Source) -> Built:
+        raise NotImplementedError
+
+    def pair(self, source: Source, prompt: list[dict], chosen: str, rejected: str, suffix: str,
+             meta: dict, **extra: Any) -> dict:
+        """A preference record in the data contract, with method and meta filled in."""
+        record = {
+            "id": f"{source.id}-{suffix}",
+            "images": source.record["images"],
+            "prompt": prompt,
+            "chosen": [{"role": "assistant", "content": [{"type": "text", "text": chosen}]}],
+            "rejected": [{"role": "assistant", "content": [{"type": "text", "text": rejected}]}],
+            **extra,
+            "method": self.name,
+            "meta": json.dumps({"source_id": source.id, **meta}, sort_keys=True),
+        }
+        return record
+
+
+def user_prompt(text: str, n_images: int = 1) -> list[dict]:
+    return [{"role": "user", "content": [{"type": "image"}] * n_images + [{"type": "text", "text": text}]}]
+
+
+# ------------------------------------------------------------------------------------------- pipeline
+
+
+@dataclass
+class BuildSummary:
+    rows_read: int = 0
+    pairs_written: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    out: Path | None = None
+
+    def as_counts(self) -> dict[str, int]:
+        counts = {"rows_read": self.rows_read, "pairs": self.pairs_written}
+        counts.update({f"skipped_{reason}": n for reason, n in sorted(self.skipped.items())})
+        return counts
+
+
+def _check_required(builder: Builder, records, origins) -> None:
+    for record, (origin, row) in zip(records, origins, strict=True):
+        for need in builder.required:
+            options = need if isinstance(need, tuple) else (need,)
+            if not any(record.get(name) not in (None, "", []) for name in options):
+                raise DataError(origin, f"method '{builder.name}' needs {' or '.join(options)}", row=row,
+                                field=options[0])
+
+
+def _world() -> tuple[int, int]:
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _barrier() -> None:
+    try:
+        import torch.distributed as dist
+    except ImportError:
+        return
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def _work_dir(out: Path) -> Path:
+    return out.parent / f".{out.name}.work"
+
+
+def _check_work_manifest(work: Path, manifest: dict) -> None:
+    """A work folder from another input or other settings must not be mixed into this output."""
+    path = work / "manifest.json"
+    if path.is_file():
+        previous = json.loads(path.read_text(encoding="utf-8"))
+        if previous != manifest:
+            raise ConfigError(f"{work} holds an interrupted run with other inputs or settings; rerun with the same "
+                              "ones to resume, or delete that folder to start over")
+    else:
+        from align.data.io import atomic_write_text
+
+        atomic_write_text(path, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+
+
+def _write_chunk(path: Path, payload: dict) -> None:
+    from align.data.io import atomic_write_text
+
+    atomic_write_text(path, json.dumps(payload, ensure_ascii=False, sort_keys=True) + "\n")
+
+
+def run_build(builder: Builder, command: str | None = None, progress: bool = True) -> BuildSummary:
+    """Build every chunk this rank owns, then (rank 0) assemble and write the output folder."""
+    from align.data.io import read_records, write_records
+    from align.data.schema import validate_records
+
+    config = builder.config
+    if not config.input:
+        raise ConfigError("input is required (--input PATH)")
+    if not config.out:
+        raise ConfigError("out is required (--out DIR)")
+    out = Path(config.out)
+    records = read_records(config.input, image_root=config.image_root)
+    limit = config.limit or len(records)
+    origins = records.origins[:limit]
+    rows = list(records)[:limit]
+    validate_records(rows, "source", config.input, records.base_dir, config.image_root, False, origins)
+    _check_required(builder, rows, origins)
+    if builder.needs_model:
+        builder.generator  # noqa: B018  (fail on a bad --model before any work)
+    builder.prepare(rows)
+
+    rank, world = _world()
+    work = _work_dir(out)
+    work.mkdir(parents=True, exist_ok=True)
+    n_chunks = (len(rows) + config.chunk_size - 1) // config.chunk_size
+    manifest = {"method": builder.name, "settings": config.settings(), "rows": len(rows),
+                "ids": hashlib.sha256("\n".join(str(r["id"]) for r in rows).encode()).hexdigest()}
+    if rank == 0:
+        _check_work_manifest(work, manifest)
+    _barrier()
+    image_root = Path(config.image_root) if config.image_root else None
+    mine = [i for i in range(n_chunks) if i % world == rank]
+    with _Progress(len(rows), enabled=progress and rank == 0, label=builder.name) as bar:
+        for i in range(n_chunks):
+            size = min(config.chunk_size, len(rows) - i * config.chunk_size)
+            path = work / f"chunk-{i:06d}.json"
+            if i not in mine or path.is_file():
+                bar.advance(size if path.is_file() or world == 1 else 0)
+                continue
+            lo = i * config.chunk_size
+            sources = [Source(rows[j], origins[j][0], origins[j][1], records.base_dir, image_root,
+                              random.Random(derive_seed(config.seed, builder.name, rows[j]["id"])))
+                       for j in range(lo, lo + size)]
+            built = builder.build(sources, chunk_seed=derive_seed(config.seed, builder.name, "chunk", i))
+            pairs = [p for b in built for p in b.pairs]
+            validate_records(pairs, "preference", f"{builder.name} output", records.base_dir, config.image_root,
+                             False)
+            skipped = Counter(b.skipped for b in built if b.skipped)
+            _write_chunk(path, {"read": size, "pairs": pairs, "skipped": dict(skipped)})
+            bar.advance(size)
+    _barrier()
+    summary = BuildSummary(out=out)
+    if rank != 0:
+        return summary
+    missing = [i for i in range(n_chunks) if not (work / f"chunk-{i:06d}.json").is_file()]
+    if missing:
+        raise DataError(work, f"{len(missing)} chunk(s) unfinished (first: {missing[0]}); rerun to resume")
+    pairs: list[dict] = []
+    for i in range(n_chunks):
+        chunk = json.loads((work / f"chunk-{i:06d}.json").read_text(encoding="utf-8"))
+        summary.rows_read += chunk["read"]
+        summary.skipped.update(chunk["skipped"])
+        pairs.extend(chunk["pairs"])
+    summary.pairs_written = len(pairs)
+    if not pairs:
+        raise DataError(config.input, f"method '{builder.name}' made no pairs from {summary.rows_read} rows "
+                        f"(skipped: {dict(summary.skipped)})")
+    write_records(out, pairs, kind="preference", method=builder.name, settings=config.settings(),
+                  images=config.images, base_dir=records.base_dir, image_root=config.image_root,
+                  counts_extra=summary.as_counts(), command=command)
+    shutil.rmtree(work, ignore_errors=True)
+    return summary
+
+
+class _Progress:
+    """Rich progress over source rows with the rate; silent when disabled."""
+
+    def __init__(self, total: int, enabled: bool, label: str):
+        self.total, self.enabled, self.label, self._bar, self._task = total, enabled, label, None, None
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TaskProgressColumn,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self._bar = Progress(TextColumn(f"build-pairs {self.label}"), BarColumn(), MofNCompleteColumn(),
+                                 TaskProgressColumn(), TextColumn("{task.fields[rate]}"), TimeRemainingColumn())
+            self._bar.start()
+            self._task = self._bar.add_task("rows", total=self.total, rate="")
+        return self
+
+    def advance(self, n: int) -> None:
+        if self._bar is not None and n:
+            self._bar.advance(self._task, n)
+            task = self._bar.tasks[0]
+            if task.speed:
+                self._bar.update(self._task, rate=f"{task.speed:,.0f} rows/s")
+
+    def __exit__(self, *exc):
+        if self._bar is not None:
+            self._bar.stop()
+        return False
+
+
+def iter_chunks(items: Sequence, size: int) -> Iterable[Sequence]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
