@@ -16,6 +16,7 @@ import json
 import os
 import random
 import shutil
+import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -149,10 +150,10 @@ def _world() -> tuple[int, int]:
 
 
 def _barrier() -> None:
-    try:
-        import torch.distributed as dist
-    except ImportError:
+    if "torch" not in sys.modules:  # nothing can have started a process group; importing torch costs seconds
         return
+    import torch.distributed as dist
+
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
 
@@ -225,9 +226,7 @@ def run_build(builder: Builder, command: str | None = None, progress: bool = Tru
                               random.Random(derive_seed(config.seed, builder.name, rows[j]["id"])))
                        for j in range(lo, lo + size)]
             built = builder.build(sources, chunk_seed=derive_seed(config.seed, builder.name, "chunk", i))
-            pairs = [p for b in built for p in b.pairs]
-            validate_records(pairs, "preference", f"{builder.name} output", records.base_dir, config.image_root,
-                             False)
+            pairs = [p for b in built for p in b.pairs]  # validated with their images when the output is written
             skipped = Counter(b.skipped for b in built if b.skipped)
             _write_chunk(path, {"read": size, "pairs": pairs, "skipped": dict(skipped)})
             bar.advance(size)
