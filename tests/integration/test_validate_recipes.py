@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from align.recipes import RECIPE_KINDS, validate_paths
+from align.recipes import validate_paths
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -23,7 +23,7 @@ def test_every_recipe_in_the_tree_is_valid(run_cli, monkeypatch):
 
 
 def test_all_problems_in_all_files_are_reported(tmp_path, run_cli):
-    kind = sorted(RECIPE_KINDS)[0]
+    kind = "shapes"
     folder = tmp_path / "recipes" / kind / "nested"
     folder.mkdir(parents=True)
     (folder / "a.yaml").write_text("no_such_key: 1\n")
