@@ -1,0 +1,328 @@
+"""Preference losses as pure tensor functions: trainers gather log-probs and call these.
+
+Every loss returns the per-example loss `[B]` (the trainer takes the mean), alone or as the first field of a
+NamedTuple whose other fields are detached terms worth logging. Inputs are summed sequence log-probs `[B]` unless
+noted; `beta` has TRL's meaning (the DPO temperature multiplying the log-ratio margin).
+
+    dpo_loss(pc, pr, rc, rr, beta)                       -> DPOLoss(losses, chosen_rewards, rejected_rewards)
+    weighted_logps(per_token_logps, mask, weights)       -> [B]   RLHF-V DDPO's token-weighted log-prob
+    mdpo_loss(pc, pr, pcc, rc, rr, rcc, beta, ...)       -> MDPOLoss(losses, dpo/conditional/anchor terms, rewards)
+    hsa_dpo_loss(pc, pr, rc, rr, beta, rejected_score)   -> DPOLoss   HSA-DPO: severity-weighted rejected log-ratio
+    stic_loss(pc, pr, rc, rr, beta, sft_coef)            -> STICLoss  DPO - sft_coef * lp_pi(chosen)
+    povid_loss(pc, pr, pnr, rc, rr, rnr, beta, ...)      -> POVIDLoss text-hallucination DPO + noisy-image DPO
+    phrase_logps(per_token_logps, phrase_ids)            -> [K]   HALVA: summed log-prob per marked phrase
+    halva_alignment_loss(correct, hallucinated)          -> [K]   HALVA: softplus(LPh - LPc) per phrase pair
+    forward_kl(ref_logits, policy_logits, mask)          -> [B]   HALVA: KL(ref || policy) summed over tokens, vocab
+
+Short names: the first letter is p (policy) or r (reference), the rest c (chosen), r (rejected), cc (chosen under
+the corrupted image, mDPO's m') or nr (POVID's noisy-image rejected sequence). Where a variant's extra terms are switched off it reduces to
+`dpo_loss` exactly (tested): mdpo with weights (1, 0, 0), hsa with scores 1, stic with sft_coef 0, povid with
+weights (1, 0), and ddpo with all token weights 1 and `average=False`.
+
+Rewards are `beta * (policy - reference)` log-ratios, detached, as TRL logs them. TRL 1.16's "sigmoid" loss has no
+label smoothing (smoothing lives in its "robust" and "aot" losses), so neither has `dpo_loss`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+
+class DPOLoss(NamedTuple):
+    """losses [B] (carries the gradient); chosen/rejected_rewards [B] = beta * (policy - ref) logps, detached."""
+
+    losses: torch.Tensor
+    chosen_rewards: torch.Tensor
+    rejected_rewards: torch.Tensor
+
+
+class MDPOLoss(NamedTuple):
+    """losses [B] = weighted sum of the three terms; the terms [B] unweighted and detached; rewards detached.
+
+    `corrupted_chosen_rewards` is mDPO's "imageless" reward: beta * (lp_pi(yw|m') - lp_ref(yw|m')).
+    """
+
+    losses: torch.Tensor
+    dpo_losses: torch.Tensor
+    conditional_losses: torch.Tensor
+    anchor_losses: torch.Tensor
+    chosen_rewards: torch.Tensor
+    rejected_rewards: torch.Tensor
+    corrupted_chosen_rewards: torch.Tensor
+
+
+class STICLoss(NamedTuple):
+    """losses [B]; dpo_losses [B] (the sigmoid DPO part) and sft_losses [B] = -sft_coef * lp_pi(yw), detached."""
+
+    losses: torch.Tensor
+    dpo_losses: torch.Tensor
+    sft_losses: torch.Tensor
+    chosen_rewards: torch.Tensor
+    rejected_rewards: torch.Tensor
+
+
+class POVIDLoss(NamedTuple):
+    """losses [B] = text_weight * text_losses + noise_weight * noise_losses; the two DPO terms [B] unweighted.
+
+    `noisy_rejected_rewards` = beta * (lp_pi(y_noise) - lp_ref(y_noise)), detached.
+    """
+
+    losses: torch.Tensor
+    text_losses: torch.Tensor
+    noise_losses: torch.Tensor
+    chosen_rewards: torch.Tensor
+    rejected_rewards: torch.Tensor
+    noisy_rejected_rewards: torch.Tensor
+
+
+def _sigmoid_loss(margin: torch.Tensor, beta: float) -> torch.Tensor:
+    # -log sigmoid(beta * margin): F.logsigmoid is stable for margins of any sign and size (no exp overflow), and it
+    # is the exact expression of TRL's "sigmoid" branch, so results agree bit for bit on the same inputs.
+    return -F.logsigmoid(beta * margin)
+
+
+def dpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    beta: float,
+) -> DPOLoss:
+    """Sigmoid DPO: -logsigmoid(beta * ((pc - rc) - (pr - rr))), per example.
+
+    All inputs [B] summed sequence log-probs. Same as TRL 1.16's `loss_type="sigmoid"` with the default
+    `f_divergence_type="reverse_kl"`, whose margin is `chosen_logratios - rejected_logratios` in the same order.
+    """
+    chosen_logratios = policy_chosen_logps - ref_chosen_logps  # [B]
+    rejected_logratios = policy_rejected_logps - ref_rejected_logps  # [B]
+    losses = _sigmoid_loss(chosen_logratios - rejected_logratios, beta)
+    return DPOLoss(losses, beta * chosen_logratios.detach(), beta * rejected_logratios.detach())
+
+
+def weighted_logps(
+    per_token_logps: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor, average: bool = False
+) -> torch.Tensor:
+    """RLHF-V DDPO's token-weighted sequence log-prob: sum_t w_t * logp_t over masked tokens, per example.
+
+    per_token_logps [B, T]; mask [B, T] (bool or 0/1, true on response tokens); weights [B, T] (gamma on changed
+    segments, 1 elsewhere; anything broadcastable to [B, T]). With `average=True` the sum is divided by the sum of
+    the masked weights, the paper's 1/N with N = |y_u| + gamma * |y_c| (Muffin's `dpo_use_average`); an example
+    with no masked weight gives 0 there instead of 0/0.
+
+    Masked-out tokens are excluded exactly: their log-probs and weights are replaced by 0 before multiplying, so
+    padding holding -inf or NaN changes neither the value nor the gradient. Returns [B].
+    """
+    if per_token_logps.dim() != 2 or mask.shape != per_token_logps.shape:
+        raise ValueError(
+            f"weighted_logps wants per_token_logps and mask of the same [B, T] shape; "
+            f"got {tuple(per_token_logps.shape)} and {tuple(mask.shape)}"
+        )
+    keep = mask.bool()
+    weights = torch.as_tensor(weights, dtype=per_token_logps.dtype, device=per_token_logps.device)
+    weights = torch.where(
+        keep, weights.expand_as(per_token_logps), torch.zeros_like(per_token_logps)
+    )  # [B, T]
+    logps = torch.where(keep, per_token_logps, torch.zeros_like(per_token_logps))  # [B, T]
+    total = (weights * logps).sum(dim=-1)  # [B]
+    if not average:
+        return total
+    norm = weights.sum(dim=-1)  # [B] = |y_u| + gamma * |y_c|
+    # Divide by a safe denominator where it is zero, so neither the value nor the gradient turns into NaN.
+    safe = torch.where(norm != 0, norm, torch.ones_like(norm))
+    return torch.where(norm != 0, total / safe, torch.zeros_like(total))
+
+
+def mdpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    policy_corrupted_chosen_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    ref_corrupted_chosen_logps: torch.Tensor,
+    beta: float,
+    anchor: float = 0.0,
+    dpo_weight: float = 1.0,
+    conditional_weight: float = 1.0,
+    anchor_weight: float = 1.0,
+) -> MDPOLoss:
+    """mDPO, as in its `mdpo_trainer.py`: response DPO + conditional image preference + reward anchor.
+
+        dpo         = -logsig(beta * [(pc - rc) - (pr - rr)])             yw beats yl, same image m
+        conditional = -logsig(beta * [(pc - rc) - (pcc - rcc)])           yw under m beats yw under m'
+        anchor      = -logsig(beta * (pc - rc) - anchor)                  chosen reward kept above `anchor`
+        loss        = dpo_weight * dpo + conditional_weight * conditional + anchor_weight * anchor
+
+    `*_corrupted_chosen_logps` [B] score the chosen response under the corrupted image m' (mDPO's random
+    1-20%-area crop; its code calls this "imageless"). mDPO's code uses weights 1, 1, 1 and anchor 0; the anchor
+    sits outside the beta product, as in the paper's delta. Note that mDPO's conditional margin is
+    (pc - pcc) - (rc - rcc), which is the same number regrouped.
+    """
+    chosen_logratios = policy_chosen_logps - ref_chosen_logps  # [B]
+    rejected_logratios = policy_rejected_logps - ref_rejected_logps  # [B]
+    corrupted_logratios = policy_corrupted_chosen_logps - ref_corrupted_chosen_logps  # [B]
+    dpo_term = _sigmoid_loss(chosen_logratios - rejected_logratios, beta)
+    conditional_term = _sigmoid_loss(chosen_logratios - corrupted_logratios, beta)
+    anchor_term = -F.logsigmoid(beta * chosen_logratios - anchor)
+    losses = dpo_weight * dpo_term + conditional_weight * conditional_term + anchor_weight * anchor_term
+    return MDPOLoss(
+        losses,
+        dpo_term.detach(),
+        conditional_term.detach(),
+        anchor_term.detach(),
+        beta * chosen_logratios.detach(),
+        beta * rejected_logratios.detach(),
+        beta * corrupted_logratios.detach(),
+    )
+
+
+def hsa_dpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    beta: float,
+    rejected_score: torch.Tensor | float,
+    chosen_score: torch.Tensor | float | None = None,
+) -> DPOLoss:
+    """HSA-DPO: -logsig(beta * [w_c * (pc - rc) - w_r * (pr - rr)]), w_r = rejected_score, w_c = chosen_score or 1.
+
+    Scores [B] (or scalars) are the hallucination-severity weights stored with each pair; a more severe rejected
+    response pushes its likelihood down harder. HSA-DPO's code applies the weights to the policy and reference
+    log-probs separately (w_c*pc - w_r*pr) - (w_c*rc - w_r*rr), which is the same number. The rewards returned are
+    the unweighted beta * (policy - ref), comparable with plain DPO's.
+    """
+    chosen_logratios = policy_chosen_logps - ref_chosen_logps  # [B]
+    rejected_logratios = policy_rejected_logps - ref_rejected_logps  # [B]
+    w_c = 1.0 if chosen_score is None else chosen_score
+    losses = _sigmoid_loss(w_c * chosen_logratios - rejected_score * rejected_logratios, beta)
+    return DPOLoss(losses, beta * chosen_logratios.detach(), beta * rejected_logratios.detach())
+
+
+def stic_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    beta: float,
+    sft_coef: float = 1 / 1024,
+) -> STICLoss:
+    """STIC stage 1: -logsig(beta * h) - sft_coef * lp_pi(yw), with h the DPO margin and lp_pi(yw) summed [B].
+
+    STIC's code uses sft_coef = 1/1024. Its "rejected" log-prob is built upstream (top-1/top-2 non-label tokens,
+    inherited from POVID); that is the trainer's business, this function takes whatever log-probs it is given.
+    """
+    dpo = dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta)
+    sft_term = -sft_coef * policy_chosen_logps  # [B]; a log-prob is <= 0, so this term is >= 0
+    losses = dpo.losses + sft_term
+    return STICLoss(losses, dpo.losses.detach(), sft_term.detach(), dpo.chosen_rewards, dpo.rejected_rewards)
+
+
+def povid_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    policy_noisy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    ref_noisy_rejected_logps: torch.Tensor,
+    beta: float,
+    text_weight: float = 0.5,
+    noise_weight: float = 0.5,
+) -> POVIDLoss:
+    """POVID stage 2: text_weight * DPO(yw, yl_text) + noise_weight * DPO(yw, y_noise), per example.
+
+    `*_noisy_rejected_logps` [B] score y_noise: the argmax tokens of a teacher-forced forward on yw with the noisy
+    image, scored under the clean image (for the reference too). POVID's code uses 0.5 / 0.5; stage 1 is plain DPO,
+    i.e. weights (1, 0).
+    """
+    text = dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta)
+    noise = dpo_loss(
+        policy_chosen_logps, policy_noisy_rejected_logps, ref_chosen_logps, ref_noisy_rejected_logps, beta
+    )
+    losses = text_weight * text.losses + noise_weight * noise.losses
+    return POVIDLoss(
+        losses,
+        text.losses.detach(),
+        noise.losses.detach(),
+        text.chosen_rewards,
+        text.rejected_rewards,
+        noise.rejected_rewards,
+    )
+
+
+def phrase_logps(per_token_logps: torch.Tensor, phrase_ids: torch.Tensor) -> torch.Tensor:
+    """Summed log-prob of each marked phrase, flattened in (example, phrase id) order, for HALVA.
+
+    per_token_logps [B, T]; phrase_ids [B, T] integers: 0 = not in a phrase (negative ids such as -100 count as 0),
+    k >= 1 = the k-th phrase of that example. Returns [K] where K = total number of distinct (example, id) pairs
+    present: example 0's phrases in increasing id, then example 1's, and so on. Ids need not be contiguous; an id
+    absent from an example contributes nothing (HALVA's own code instead pads the absent (example, id) cells with
+    0, which adds log 2 with no gradient to its mean). Tokens outside phrases are excluded exactly, so padding
+    that holds -inf or NaN changes neither the value nor the gradient.
+
+    Call it once on the correct and once on the hallucinated response: their k-th entries are a phrase pair when
+    both sides mark the same phrase ids in the same examples.
+    """
+    if per_token_logps.dim() != 2 or phrase_ids.shape != per_token_logps.shape:
+        raise ValueError(
+            f"phrase_logps wants per_token_logps and phrase_ids of the same [B, T] shape; "
+            f"got {tuple(per_token_logps.shape)} and {tuple(phrase_ids.shape)}"
+        )
+    ids = phrase_ids.long().clamp(min=0)  # [B, T]
+    in_phrase = ids > 0
+    logps = torch.where(in_phrase, per_token_logps, torch.zeros_like(per_token_logps))  # [B, T]
+    num_ids = int(ids.max().item()) + 1 if ids.numel() else 1
+    # [B, num_ids]: column k sums the tokens with id k; column 0 collects the (zeroed) non-phrase tokens.
+    sums = logps.new_zeros(ids.shape[0], num_ids).scatter_add(1, ids, logps)
+    present = torch.zeros(ids.shape[0], num_ids, dtype=torch.bool, device=ids.device)
+    present.scatter_(1, ids, in_phrase)  # True where some token carries id k (column 0 stays False)
+    # Boolean indexing walks rows first, so the result is in (example, id) order.
+    return sums[present]
+
+
+def halva_alignment_loss(
+    correct_phrase_logps: torch.Tensor, hallucinated_phrase_logps: torch.Tensor
+) -> torch.Tensor:
+    """HALVA's phrase alignment: log(1 + exp(LPh_k - LPc_k)) = -logsig(LPc_k - LPh_k) per phrase pair.
+
+    Inputs [K] summed phrase log-probs (see `phrase_logps`), the k-th correct phrase paired with the k-th
+    hallucinated one. No reference model, no beta. Softplus keeps large differences finite (exp would overflow
+    at LPh - LPc > 88 in float32). Returns [K]; HALVA averages it over pairs and batch.
+    """
+    if correct_phrase_logps.shape != hallucinated_phrase_logps.shape:
+        raise ValueError(
+            f"halva_alignment_loss pairs the k-th correct phrase with the k-th hallucinated one; got "
+            f"{tuple(correct_phrase_logps.shape)} correct and {tuple(hallucinated_phrase_logps.shape)} hallucinated "
+            f"phrase log-probs (the two responses must mark the same phrases)"
+        )
+    return F.softplus(hallucinated_phrase_logps - correct_phrase_logps)
+
+
+def forward_kl(ref_logits: torch.Tensor, policy_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Forward KL(ref || policy) per example: sum over masked tokens t and vocabulary v of p_ref (log p_ref - log p).
+
+    ref_logits, policy_logits [B, T, V] (ref from the frozen initial model, computed without grad); mask [B, T]
+    true on the response tokens that count. Returns float32 [B]; HALVA's divergence D = (1/B) sum_b KL_b is
+    `forward_kl(...).mean()`.
+
+    Only masked tokens are selected before the softmax, so masked-out positions are excluded exactly and cost no
+    memory; log-probs come from log_softmax in float32 (HALVA's softmax-then-log underflows to -inf for tiny
+    probabilities). Vocabulary entries with p_ref = 0 (a -inf reference logit) contribute 0, the limit of
+    p log p, instead of 0 * -inf = NaN.
+    """
+    if ref_logits.shape != policy_logits.shape or ref_logits.dim() != 3 or mask.shape != ref_logits.shape[:2]:
+        raise ValueError(
+            f"forward_kl wants ref_logits and policy_logits [B, T, V] and mask [B, T]; got "
+            f"{tuple(ref_logits.shape)}, {tuple(policy_logits.shape)} and {tuple(mask.shape)}"
+        )
+    keep = mask.bool()  # [B, T]
+    batch_index = keep.nonzero(as_tuple=True)[0]  # [N] example of each kept token
+    ref_logp = F.log_softmax(ref_logits[keep].float(), dim=-1)  # [N, V]
+    policy_logp = F.log_softmax(policy_logits[keep].float(), dim=-1)  # [N, V]
+    ref_p = ref_logp.exp()
+    per_entry = torch.where(ref_p > 0, ref_p * (ref_logp - policy_logp), torch.zeros_like(ref_p))  # [N, V]
+    per_token = per_entry.sum(dim=-1)  # [N]
+    out = per_token.new_zeros(ref_logits.shape[0])  # [B]
+    return out.index_add(0, batch_index, per_token)
