@@ -36,7 +36,13 @@ def encode_blip2(
     videos: list[list[Any]] | None = None,
 ) -> Any:
     """input_ids/attention_mask [B, N + T], pixel_values [B, 3, H, W]."""
-    pixels = one_image_each(images, "blip2", videos)
+    return encode_query_token_rows(processor, conversations, images, add_generation_prompt, videos, "blip2")
+
+
+def encode_query_token_rows(processor, conversations, images, add_generation_prompt, videos, family: str) -> Any:
+    """One image per row; the processor puts the N query-token placeholders in front of the text (BLIP-2 and
+    InstructBLIP alike), with the padding moved in front of them."""
+    pixels = one_image_each(images, family, videos)
     texts = [render_chat(processor, conv, add_generation_prompt) for conv in conversations]
     batch = processor(text=texts, images=pixels, padding=True, return_tensors="pt")
     if getattr(processor.tokenizer, "padding_side", "right") == "left":

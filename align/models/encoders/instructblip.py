@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from align.models.encoders import one_image_each
-from align.models.encoders.blip2 import pads_first
-from align.models.inputs import render_chat
+from align.models.encoders.blip2 import encode_query_token_rows
 
 
 def instruction(conversation: list[dict]) -> str:
@@ -36,11 +34,7 @@ def encode_instructblip(
     videos: list[list[Any]] | None = None,
 ) -> Any:
     """input_ids/attention_mask [B, N + T], pixel_values [B, 3, H, W], qformer_input_ids/attention_mask [B, Q]."""
-    pixels = one_image_each(images, "instructblip", videos)
-    texts = [render_chat(processor, conv, add_generation_prompt) for conv in conversations]
-    batch = processor(text=texts, images=pixels, padding=True, return_tensors="pt")
-    if getattr(processor.tokenizer, "padding_side", "right") == "left":
-        batch = pads_first(batch)
+    batch = encode_query_token_rows(processor, conversations, images, add_generation_prompt, videos, "instructblip")
     # Truncated to the Q-Former tokenizer's model_max_length: longer would run past the Q-Former's positions.
     qformer = processor.qformer_tokenizer([instruction(conv) for conv in conversations], padding=True,
                                           truncation=True, return_tensors="pt")
