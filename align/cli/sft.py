@@ -30,7 +30,7 @@ def sft(
 ) -> None:
     """Fine-tune a VLM on SFT conversations, training only the chosen parts, on the assistant turns only."""
     from align.config import resolve_config
-    from align.train.common import init_distributed_if_launched
+    from align.train.common import init_distributed_if_launched, is_main_process
     from align.train.sft import AlignSFTConfig
     from align.train.sft_run import run_sft
 
@@ -44,4 +44,5 @@ def sft(
         overrides=overrides or [],
     )
     out = run_sft(cfg, resume=resume)
-    typer.echo(f"model written to {out}")
+    if is_main_process():
+        typer.echo(f"model written to {out}")

@@ -6,6 +6,8 @@ import json
 import os
 import platform
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +50,7 @@ def resolve_deepspeed(value: str | None) -> str | None:
 def init_distributed_if_launched() -> None:
     """Under torchrun / accelerate / deepspeed launchers on a machine without CUDA, start gloo before the trainer
     (DeepSpeed would otherwise ask for NCCL)."""
-    if "WORLD_SIZE" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return
     import torch
 
@@ -59,7 +61,116 @@ def init_distributed_if_launched() -> None:
     if dist.is_available() and not dist.is_initialized():
         import deepspeed
 
+        _skip_shm_comm_build()
         deepspeed.init_distributed(dist_backend="gloo")
+
+
+def prepare_deepspeed(deepspeed_config: str | dict | None) -> None:
+    """Call before each stage loads its model and builds its Trainer; does nothing without DeepSpeed.
+
+    DeepSpeed needs a process group before the model loads (ZeRO-3 partitions it in `from_pretrained`) and before
+    `deepspeed.initialize`. Launched runs get theirs from `init_distributed_if_launched`. A plain single process has
+    none: DeepSpeed would look for MPI (`No module named 'mpi4py'`), then ask for LOCAL_RANK. It gets what a
+    one-process launcher gives: RANK/LOCAL_RANK 0, WORLD_SIZE 1, and a one-rank group on an in-memory store (no
+    port to pick).
+
+    Each stage's Trainer builds its own Accelerator; accelerate keeps the first one's DeepSpeed state for the process
+    and refuses another plugin (`You cannot pass in a deepspeed_plugin when creating a second Accelerator`), so that
+    state is dropped, as TrainingArguments does when it sets up devices; the process group and world size stay."""
+    if not deepspeed_config:
+        return
+    _init_process_group_for_deepspeed()
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+
+
+def _init_process_group_for_deepspeed() -> None:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        init_distributed_if_launched()
+        return
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        return
+    for name in ("RANK", "LOCAL_RANK"):
+        os.environ.setdefault(name, "0")
+    for name in ("WORLD_SIZE", "LOCAL_WORLD_SIZE"):
+        os.environ.setdefault(name, "1")
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+    import deepspeed
+
+    if not torch.cuda.is_available():
+        _skip_shm_comm_build()
+    deepspeed.init_distributed(dist_backend=dist.get_backend())  # wraps the group above: no MPI discovery
+
+
+def _skip_shm_comm_build() -> None:
+    """DeepSpeed's process group on a CPU JIT-compiles a shared-memory all-reduce (about 100 s the first time on a
+    machine, and it needs a C++ compiler) that only `inference_all_reduce`, for tensor-parallel inference, uses;
+    training never calls it. DeepSpeed's table of buildable ops decides whether it is built; it is kept in the
+    module so that edits to it persist (deepspeed/ops/__init__.py)."""
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
+def wait_for_everyone() -> None:
+    """Barrier across the ranks of a distributed run; nothing in a plain process."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+@contextmanager
+def zero3_off() -> Iterator[None]:
+    """Inside, models load whole. transformers partitions every model loaded while a ZeRO-3 config is active (a
+    process-wide reference set when training arguments are built), so a merge on one rank would see empty shards:
+    `The size of tensor a (0) must match the size of tensor b (64)`."""
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    active = hf_deepspeed._hf_deepspeed_config_weak_ref
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = active
+
+
+def keep_used_weight_conversions(model) -> None:
+    """Call before saving a model that may have been loaded under ZeRO-3. transformers' ZeRO-3 loader keeps every key
+    conversion registered for the architecture to revert on save, not only those that matched the checkpoint as its
+    plain loader does; reverting the unused ones writes keys such as `language_model.model.model.*` and
+    `vision_tower.vision_model.*` (transformers maps them back on load; anything reading the file directly sees odd
+    names). Keep the used ones."""
+    for module in model.modules():
+        conversions = getattr(module, "_weight_conversions", None)
+        if conversions:
+            module._weight_conversions = [c for c in conversions if c.was_used()]
+
+
+def extra_trainables(model, zero3: bool) -> dict:
+    """`align.models.freeze.extra_state_dict` as CPU tensors, ready to save: trained parameters a PEFT adapter file
+    cannot hold (norms under `adapter`, bare tensors such as LLaVA-NeXT's image_newline under `lora`). Call it on
+    every rank: under ZeRO-3 the trainable parameters (the adapter's size) are gathered for the copy, and only
+    while gathered do they have the storage `extra_state_dict` tells them apart by (a sharded one would be dropped)."""
+    from peft import PeftModel
+
+    from align.models.freeze import extra_state_dict
+
+    if not isinstance(model, PeftModel):
+        return {}
+    if not zero3:
+        return {n: t.detach().contiguous().cpu() for n, t in extra_state_dict(model).items()}
+    import deepspeed
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    with deepspeed.zero.GatheredParameters(trainable, modifier_rank=None):
+        return {n: t.detach().clone().contiguous().cpu() for n, t in extra_state_dict(model).items()}
 
 
 def is_main_process() -> bool:

@@ -101,6 +101,9 @@ class AlignSFTConfig(SFTConfig):
             self.bf16 = cuda_bf16_available() and not self.fp16
         if not cuda_available():
             self.dataloader_pin_memory = False  # pinning needs an accelerator; on a CPU it only warns
+            # accelerate finds no backend for a CPU unless told: under torchrun it would count one process and
+            # DeepSpeed's batch check fails (train_batch_size 2 != 2 * 1 * 2); with it, gloo and the real world size.
+            self.use_cpu = True
         if isinstance(self.deepspeed, str):
             self.deepspeed = resolve_deepspeed(self.deepspeed)  # presets zero2 / zero3 / zero3_offload
         problems = []
@@ -145,7 +148,11 @@ class AlignSFTTrainer(CheckpointResumeMixin, SFTTrainer):
         from align.models.lm_head import add_logits_log_probs_head
 
         self.family = family
+        base = self.model.get_base_model() if isinstance(self.model, PeftModel) else self.model
         if not get_family(family).fused_lm_head:
             # TRL patched `forward` with its fused head in __init__; replace it with the logits-based one.
-            base = self.model.get_base_model() if isinstance(self.model, PeftModel) else self.model
             add_logits_log_probs_head(base, outputs=("log_probs", "entropy", "is_top1"))
+        if isinstance(self.model, PeftModel) and "forward" in vars(self.model.base_model):
+            # PEFT's adaption-prompt wrapper copied the model's forward when it was built, before the LM head was
+            # patched; point it at the patched one or `fused_lm_head` is silently ignored.
+            self.model.base_model.forward = base.forward

@@ -92,11 +92,10 @@ def run_sft(config: AlignSFTConfig, resume: bool = False, progress: bool = True)
     for plan in plans:
         if not plan.config.data:
             raise ConfigError(f"stage {plan.index} ({plan.name}): no data (--data PATH, `data:` or the stage's data)")
-        if resume and _finished(plan.output_dir):
+        if not (resume and _finished(plan.output_dir)):
+            train_stage(plan, model_path, resume=resume, progress=progress, n_stages=len(plans))
+        if plan is not plans[-1]:  # the next stage loads this one's model (an adapter merged into its base)
             model_path = _loadable(plan.output_dir)
-            continue
-        train_stage(plan, model_path, resume=resume, progress=progress, n_stages=len(plans))
-        model_path = _loadable(plan.output_dir)
     return plans[-1].output_dir
 
 
@@ -107,8 +106,12 @@ def _loadable(stage_dir: Path) -> str:
     merged = stage_dir / "merged"
     if not (merged / "config.json").is_file():
         from align.models.merge import merge_adapter
+        from align.train.common import is_main_process, wait_for_everyone, zero3_off
 
-        merge_adapter(stage_dir, merged)
+        if is_main_process():  # one writer; under ZeRO-3 the merge loads whole weights
+            with zero3_off():
+                merge_adapter(stage_dir, merged)
+        wait_for_everyone()
     return str(merged)
 
 
@@ -122,11 +125,12 @@ def train_stage(plan: StagePlan, model_path: str, resume: bool, progress: bool, 
     from align.models.families import family_of
     from align.models.freeze import AdapterSettings, LoraSettings, apply_train_policy, trainable_parts_table
     from align.models.load import load_model_and_processor
-    from align.train.common import is_main_process
+    from align.train.common import is_main_process, prepare_deepspeed
     from align.train.sft import AlignSFTTrainer
     from align.train.sft_data import load_sft_data
 
     cfg = plan.config
+    prepare_deepspeed(cfg.deepspeed)  # before the model loads (ZeRO-3 partitions it there) and the Trainer
     console = Console(stderr=True)
     main = is_main_process()
     torch.set_flush_denormal(True)
@@ -175,12 +179,23 @@ def train_stage(plan: StagePlan, model_path: str, resume: bool, progress: bool, 
 
 
 def _save_final(trainer, output_dir: Path) -> None:
-    """Model (or adapter) + processor into a temporary folder, then moved into `output_dir` on the main rank."""
+    """Model (or adapter) + processor into a temporary folder, then moved into `output_dir` on the main rank.
+    Every rank takes part in the saving: under ZeRO-3 each holds a shard of the weights, gathered here."""
+    from align.train.common import extra_trainables, keep_used_weight_conversions
+
     tmp = output_dir / f".final-tmp-{os.getpid() if trainer.args.world_size == 1 else 'dist'}"
-    trainer.save_model(str(tmp))  # every rank takes part (ZeRO-3 gathers the weights)
+    keep_used_weight_conversions(trainer.model)
+    trainer.save_model(str(tmp))
+    zero3 = trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3
+    extra = extra_trainables(trainer.model, zero3)
     trainer.accelerator.wait_for_everyone()
     if trainer.is_world_process_zero():
-        _save_extra_trainables(trainer.model, tmp)
+        if extra:
+            from safetensors.torch import save_file
+
+            from align.models.freeze import EXTRA_WEIGHTS
+
+            save_file(extra, str(tmp / EXTRA_WEIGHTS))
         for entry in tmp.iterdir():
             target = output_dir / entry.name
             if target.is_dir():
@@ -188,18 +203,6 @@ def _save_final(trainer, output_dir: Path) -> None:
             os.replace(entry, target)
         tmp.rmdir()
     trainer.accelerator.wait_for_everyone()
-
-
-def _save_extra_trainables(model, folder: Path) -> None:
-    """Trained parameters a PEFT adapter file cannot hold (norms under `adapter`, bare tensors such as
-    LLaVA-NeXT's image_newline under `lora`) go beside it, where `load_trained` and `align models merge` find them."""
-    from safetensors.torch import save_file
-
-    from align.models.freeze import EXTRA_WEIGHTS, extra_state_dict
-
-    extra = extra_state_dict(model)
-    if extra:
-        save_file({n: t.contiguous().cpu() for n, t in extra.items()}, str(folder / EXTRA_WEIGHTS))
 
 
 def natural_policy(family: str) -> str:

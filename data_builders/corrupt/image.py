@@ -489,7 +489,7 @@ def _size_batches(images: Sequence[Image.Image], batch_size: int) -> list[list[i
 
 
 def apply_corruption(name: str, images: Sequence[Image.Image], seed: int | Sequence[int], *,
-                     batch_size: int = 32, **params: Any) -> tuple[list[Image.Image], list[dict]]:
+                     batch_size: int = 8, **params: Any) -> tuple[list[Image.Image], list[dict]]:
     """Corrupt PIL images with IMAGE_CORRUPTIONS[name]; returns (RGB images, one record per image).
 
     `seed` is either an int (image i then gets its own seed derived from (seed, i)) or one int per image (a
@@ -497,6 +497,10 @@ def apply_corruption(name: str, images: Sequence[Image.Image], seed: int | Seque
     frame). Each image has its own generator, so its result depends only on its seed, the image and `params`,
     never on the other images, their sizes or `batch_size`. Every record holds the corruption name, the image's
     seed and the parameters used, so `name`, the seed and the record reproduce the image.
+
+    `batch_size` only trades speed for memory: 8 images of 336 px (11 MB of float pixels) keep the elementwise
+    passes mostly in cache; at 336 px, one thread, diffusion noise ran ~400 images/s in batches of 4-8 against
+    ~330 in batches of 32 and ~290 in batches of 64.
     """
     if name not in IMAGE_CORRUPTIONS:
         raise ConfigError(f"unknown image corruption '{name}'; known: {', '.join(sorted(IMAGE_CORRUPTIONS))}")

@@ -185,3 +185,14 @@ def test_image_tokens_cut_by_max_length_is_an_error(tiny_checkpoint, run_cli, ma
     assert result.code == 2
     assert "exceed max_length 8" in result.err and "image tokens" in result.err and "row 1" in result.err
     assert not out.exists()
+
+
+def test_llama_adapter_policy_trains_through_the_fused_head(tiny_checkpoint, shapes_world, run_cli, tmp_path):
+    """PEFT's adaption-prompt wrapper keeps its own copy of `forward`; the trainer must route it to the LM head."""
+    out = tmp_path / "adapter"
+    result = run_cli("sft", "--model", tiny_checkpoint("llava"), "--data", shapes_world / "sft.jsonl",
+                     "--output-dir", out, "--train", "adapter+projector", *SMALL, "max_steps=2", "save_strategy=no")
+    assert result.code == 0, result
+    assert (out / "adapter_config.json").is_file() and (out / "align_trainables.safetensors").is_file()
+    losses = _losses(out)
+    assert set(losses) == {1, 2} and all(loss > 0 for loss in losses.values())
