@@ -20,19 +20,21 @@ depend on the other images in the call, their order of sizes, or the batch size.
 Value range of the diffusion noise (decided: x0 in [0, 1], as POVID's code does):
 - POVID (`llava/train/train_dpo_inherent.py`) defines `pil_to_tensor` as `transforms.ToTensor()`, i.e. float in
   [0, 1], noises that at t=500, turns it back into a PIL image with `ToPILImage` (x255 and a uint8 cast with no
-  clamp, so out-of-range values wrap around) and only then runs the CLIP processor. The spec's "0-255" is not
-  what the code does: at 0-255 a unit-variance eps would be invisible (std 0.5 of 255 levels at t=500), where in
-  [0, 1] it is heavy noise (std 0.505 against a 0.86x signal). We round and clamp to [0, 1] instead of wrapping.
-- BPO (`data_generation/run_llava_image_weakening.py`) noises the processor's CLIP-normalised `pixel_values`
-  ((x - mean) / std per channel, about [-1.8, 2.1]) at t=900 and feeds them to the model unclipped. To match it
-  exactly, call `diffusion_noise` on those pixel_values. `apply_corruption("diffusion_noise", ..., space="clip")`
-  approximates it on PIL images: normalise with the CLIP mean/std, noise, de-normalise, clamp; that shrinks the
-  image towards the CLIP mean (not towards black) and scales eps by the CLIP std, but adds the noise at the
-  image's own resolution before the processor resizes it, and clamps.
+  clamp, so out-of-range values wrap around) and only then runs the CLIP processor, so the noise is added at the
+  image's own resolution, as apply_corruption does. The spec's "0-255" is not what the code does: on 0-255 a
+  unit-variance eps would be invisible (std 0.5 of a grey level at t=500), where on [0, 1] it is heavy noise
+  (std 0.505 against a 0.863x signal). We round and clamp to [0, 1] instead of wrapping around.
+- BPO (`data_generation/run_llava_image_weakening.py`) passes `add_diffusion_noise` (same schedule) the
+  processor's CLIP-normalised `pixel_values` ((x - mean) / std per channel, about [-1.8, 2.2]) with
+  noise_step=900 and feeds the result to the model unclipped. To match it exactly, call `diffusion_noise` on
+  those pixel_values. `apply_corruption("diffusion_noise", ..., space="clip")` approximates it on PIL images:
+  normalise with the CLIP mean/std, noise, de-normalise, clamp; that shrinks the image towards the CLIP mean
+  (not towards black) and scales eps by the CLIP std, but adds the noise at the image's own resolution before
+  the processor resizes it, and clamps.
 - [-1, 1] (the DDPM convention) is what neither paper uses; pass `2 * x - 1` yourself if you want it.
 `diffusion_noise` itself is unit-agnostic: eps has unit variance in the units of the x you give it, so
-Var(x_t - sqrt(abar_t) x0) = 1 - abar_t in those units. t is a 0-based index into the schedule, as both codes
-index `alphas_bar_sqrt[t]` (abar_t is the product of t + 1 factors).
+Var(x_t - sqrt(abar_t) x0) = 1 - abar_t in those units. t is a 0-based index into the schedule, as POVID's code
+indexes `alphas_bar_sqrt[t]` (abar_t is the product of t + 1 factors).
 """
 
 from __future__ import annotations
@@ -215,7 +217,7 @@ def diffusion_noise(x: torch.Tensor, t: int, generator: Generators, num_steps: i
     """The forward-diffusion sample x_t = sqrt(abar_t) x + sqrt(1 - abar_t) eps, unclipped, [B, C, H, W].
 
     eps has unit variance in x's own units (see the module docstring: POVID gives x in [0, 1] at t=500, BPO the
-    CLIP-normalised pixel_values at t=900). t indexes the schedule from 0, as POVID's and BPO's code do.
+    CLIP-normalised pixel_values at t=900). t indexes the schedule from 0, as POVID's code does.
     """
     if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < num_steps:
         raise ValueError(f"t must be an int step in [0, {num_steps}), got {t!r}")
