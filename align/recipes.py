@@ -19,6 +19,7 @@ from align.errors import ConfigError
 RECIPE_KINDS: dict[str, str] = {
     "shapes": "align.data.shapes:ShapesConfig",
     "sft": "align.train.sft:AlignSFTConfig",
+    "dpo": "align.train.dpo.config:AlignDPOConfig",
     "pairs": "data_builders:config_for_recipe",
 }
 

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from align import __version__
-from align.cli import build_pairs, data, models, sft, validate
+from align.cli import build_pairs, data, dpo, models, sft, validate
 
 app = typer.Typer(
     name="align",
@@ -47,6 +47,7 @@ app.add_typer(data.app, name="data")
 app.add_typer(models.app, name="models")
 app.command(name="build-pairs")(build_pairs.build_pairs)
 app.command(name="sft")(sft.sft)
+app.command(name="dpo")(dpo.dpo)
 app.command(name="validate")(validate.validate)
 
 

@@ -8,14 +8,13 @@ families where TRL's fused LM head does not fit, the log-probs from the model's 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from trl import SFTConfig, SFTTrainer
 
 from align.errors import ConfigError
 from align.train.resume import CheckpointResumeMixin
+from align.train.run_config import RunFields, policy_problems
 
-TOO_LONG = ("error", "drop")
 GROUNDING = ("auto", "shikra", "qwen", "minigptv2", "ferret", "none")
 
 # Keys a stage may set; everything else comes from the top level of the recipe.
@@ -37,37 +36,13 @@ STAGE_KEYS = {
 
 
 @dataclass
-class AlignSFTConfig(SFTConfig):
-    """SFTConfig plus what align needs to pick the model, data and trainable parts."""
+class AlignSFTConfig(RunFields, SFTConfig):
+    """SFTConfig plus what align needs to pick the model, data and trainable parts (shared fields: RunFields)."""
 
-    model: str | None = field(default=None, metadata={"help": "Base checkpoint: local folder or hub id."})
-    data: str | None = field(
-        default=None,
-        metadata={"help": "SFT data: align SFT records or LLaVA conversation JSON (file or dataset folder)."},
-    )
-    image_root: str | None = field(default=None, metadata={"help": "Folder relative image paths resolve under."})
-    train: str | None = field(
-        default=None,
-        metadata={"help": "Trainable-part policy, e.g. projector, projector+llm, qformer, lora, lora+projector, "
-                          "adapter, all. Default: the family's natural policy."},
-    )
     stages: list[dict] = field(
         default_factory=list,
         metadata={"help": "Optional list of stages; each may set: " + ", ".join(STAGE_KEYS) +
                           ". Stage k+1 starts from stage k's output."},
-    )
-    dtype: str = field(default="float32", metadata={"help": "Weights dtype: float32, bfloat16, float16 or auto."})
-    attn_implementation: str | None = field(default=None, metadata={"help": "eager, sdpa or flash_attention_2."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
-    lora_target: str = field(
-        default="all-linear", metadata={"help": "LoRA targets: all-linear (the LLM's linear layers) or a regex."}
-    )
-    lora_vision: bool = field(default=False, metadata={"help": "Also put LoRA on the vision tower."})
-    adapter_len: int = field(default=10, metadata={"help": "LLaMA-Adapter prompt length."})
-    adapter_layers: int = field(
-        default=30, metadata={"help": "LLaMA-Adapter: top decoder layers adapted (capped at the model's depth)."}
     )
     grounding_format: str = field(
         default="auto",
@@ -77,41 +52,16 @@ class AlignSFTConfig(SFTConfig):
     task_identifier: str | None = field(
         default=None, metadata={"help": "MiniGPT-v2 task token prefixed to every user turn, e.g. grounding."}
     )
-    too_long: str = field(
-        default="error",
-        metadata={"help": "Rows longer than max_length: error (default; names the row) or drop (counted)."},
-    )
-    # TRL defaults that are wrong on a CPU and for this trainer's data flow.
-    bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision; default: on when CUDA has it."})
-    activation_checkpointing: bool | None = field(
-        default=False, metadata={"help": "Recompute activations in backward to save memory."}
-    )
-    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the row index column."})
-    report_to: Any = field(default="none", metadata={"help": "Logging integrations (tensorboard, wandb, none)."})
-    logging_steps: float = field(default=1, metadata={"help": "Log every N steps."})
     dataset_kwargs: dict | None = field(
         default_factory=lambda: {"skip_prepare_dataset": True},
         metadata={"help": "align's collator tokenizes; TRL's dataset preparation is skipped."},
     )
 
     def __post_init__(self):
-        from align.train.common import cuda_available, cuda_bf16_available, resolve_deepspeed
-
-        if self.bf16 is None:
-            self.bf16 = cuda_bf16_available() and not self.fp16
-        if not cuda_available():
-            self.dataloader_pin_memory = False  # pinning needs an accelerator; on a CPU it only warns
-            # accelerate finds no backend for a CPU unless told: under torchrun it would count one process and
-            # DeepSpeed's batch check fails (train_batch_size 2 != 2 * 1 * 2); with it, gloo and the real world size.
-            self.use_cpu = True
-        if isinstance(self.deepspeed, str):
-            self.deepspeed = resolve_deepspeed(self.deepspeed)  # presets zero2 / zero3 / zero3_offload
-        problems = []
-        if self.too_long not in TOO_LONG:
-            problems.append(f"too_long must be one of {', '.join(TOO_LONG)}, got '{self.too_long}'")
+        self.apply_device_defaults()
+        problems = self.common_problems()
         if self.grounding_format not in GROUNDING:
             problems.append(f"grounding_format must be one of {', '.join(GROUNDING)}, got '{self.grounding_format}'")
-        problems += _policy_problems(self.train, "train")
         for i, stage in enumerate(self.stages):
             if not isinstance(stage, dict):
                 problems.append(f"stages[{i}] must be a mapping of stage keys")
@@ -119,22 +69,10 @@ class AlignSFTConfig(SFTConfig):
             unknown = sorted(set(stage) - set(STAGE_KEYS))
             if unknown:
                 problems.append(f"stages[{i}]: unknown key(s) {', '.join(unknown)}; valid: {', '.join(STAGE_KEYS)}")
-            problems += _policy_problems(stage.get("train"), f"stages[{i}].train")
+            problems += policy_problems(stage.get("train"), f"stages[{i}].train")
         if problems:
             raise ConfigError(problems)
         super().__post_init__()
-
-
-def _policy_problems(policy: str | None, key: str) -> list[str]:
-    from align.models.freeze import check_policy
-
-    if policy is None:
-        return []
-    try:
-        check_policy(policy)
-    except ConfigError as exc:
-        return [f"{key}: {exc}"]
-    return []
 
 
 class AlignSFTTrainer(CheckpointResumeMixin, SFTTrainer):

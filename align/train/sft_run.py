@@ -118,20 +118,18 @@ def _loadable(stage_dir: Path) -> str:
 def train_stage(plan: StagePlan, model_path: str, resume: bool, progress: bool, n_stages: int) -> Path:
     import datasets
     import torch
-    from rich.console import Console
     from transformers import set_seed
 
     from align.data.collate import ConversationCollator, ConversationEncoder
     from align.models.families import family_of
-    from align.models.freeze import AdapterSettings, LoraSettings, apply_train_policy, trainable_parts_table
     from align.models.load import load_model_and_processor
     from align.train.common import is_main_process, prepare_deepspeed
+    from align.train.run_config import apply_policy_and_report
     from align.train.sft import AlignSFTTrainer
     from align.train.sft_data import load_sft_data
 
     cfg = plan.config
     prepare_deepspeed(cfg.deepspeed)  # before the model loads (ZeRO-3 partitions it there) and the Trainer
-    console = Console(stderr=True)
     main = is_main_process()
     torch.set_flush_denormal(True)
     set_seed(cfg.seed)
@@ -141,17 +139,10 @@ def train_stage(plan: StagePlan, model_path: str, resume: bool, progress: bool, 
     # Rows are checked (images, lengths, assistant turns) before anything trains or is written.
     data = load_sft_data(cfg.data, processor, family, cfg.image_root, cfg.max_length, cfg.too_long,
                          cfg.grounding_format, cfg.task_identifier, progress=progress and main)
-    lora = LoraSettings(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, target=cfg.lora_target,
-                        include_vision=cfg.lora_vision)
-    adapter = AdapterSettings(prompt_length=cfg.adapter_len, layers=cfg.adapter_layers)
-    model = apply_train_policy(model, family, policy, lora=lora, adapter=adapter)
-    if main:
-        title = f"stage {plan.index}/{n_stages} '{plan.name}': {family}, train={policy}, {len(data)} rows"
-        if data.dropped:
-            title += f" ({data.dropped} too long, dropped)"
-        table = trainable_parts_table(model, family)
-        table.title = title
-        console.print(table)
+    title = f"stage {plan.index}/{n_stages} '{plan.name}': {family}, train={policy}, {len(data)} rows"
+    if data.dropped:
+        title += f" ({data.dropped} too long, dropped)"
+    model = apply_policy_and_report(model, family, cfg, policy, title, show=main)
 
     trainer = AlignSFTTrainer(
         model=model,

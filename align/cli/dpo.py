@@ -1,0 +1,46 @@
+"""`align dpo --variant V`: preference optimisation (DPO and its hallucination variants) on TRL's DPOTrainer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from align.cli._options import ConfigOpt, OverridesArg
+
+
+def dpo(
+    variant: Annotated[str | None, typer.Option("--variant", "-v", help="dpo or ddpo (see VARIANTS).")] = None,
+    config: ConfigOpt = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Policy checkpoint: folder or hub id.")] = None,
+    data: Annotated[Path | None, typer.Option("--data", "-d", help="Preference records (file or folder).")] = None,
+    output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Where the model is written.")] = None,
+    train: Annotated[str | None, typer.Option("--train", help="Trainable parts: lora, projector+llm, all, ...")]
+    = None,
+    deepspeed: Annotated[
+        str | None, typer.Option("--deepspeed", help="zero2, zero3, zero3_offload or a DeepSpeed JSON file.")
+    ] = None,
+    image_root: Annotated[Path | None, typer.Option("--image-root", help="Folder image paths resolve under.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in output_dir.")]
+    = False,
+    overrides: OverridesArg = None,
+) -> None:
+    """Align a VLM with preference pairs: TRL's DPO losses, or a variant such as RLHF-V's DDPO."""
+    from align.config import resolve_config
+    from align.train.common import init_distributed_if_launched, is_main_process
+    from align.train.dpo.config import AlignDPOConfig
+    from align.train.dpo.run import run_dpo
+
+    init_distributed_if_launched()
+    cfg = resolve_config(
+        AlignDPOConfig,
+        recipe=config,
+        flags={"variant": variant, "model": model, "data": str(data) if data else None,
+               "output_dir": str(output_dir) if output_dir else None, "train": train, "deepspeed": deepspeed,
+               "image_root": str(image_root) if image_root else None},
+        overrides=overrides or [],
+    )
+    out = run_dpo(cfg, resume=resume)
+    if is_main_process():
+        typer.echo(f"model written to {out}")

@@ -1,0 +1,1 @@
+"""`align dpo --variant V`: preference optimisation on TRL's DPOTrainer (config.py, trainer.py, variants.py)."""

@@ -1,0 +1,59 @@
+"""`AlignDPOConfig(DPOConfig)`: TRL's DPO settings plus the model, data, trainable parts and variant of a run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trl import DPOConfig
+
+from align.errors import ConfigError
+from align.train.run_config import RunFields
+
+
+@dataclass
+class AlignDPOConfig(RunFields, DPOConfig):
+    """DPOConfig plus what align needs to pick the variant, model, data and trainable parts."""
+
+    variant: str = field(default="dpo", metadata={"help": "Preference-optimisation variant (see VARIANTS): dpo, ddpo."})
+    ref_model: str | None = field(
+        default=None,
+        metadata={"help": "Reference checkpoint; default: the policy's starting weights (adapter-disabled policy "
+                          "when training LoRA, a separate frozen copy otherwise)."},
+    )
+    ddpo_gamma: float = field(
+        default=1.1,
+        metadata={"help": "ddpo: weight of the tokens inside chosen/rejected spans (1 elsewhere); RLHF-V's "
+                          "run_RLHFV.sh uses 1.1, its dataclass default is 3.0."},
+    )
+    ddpo_average: bool = field(
+        default=False,
+        metadata={"help": "ddpo: divide each weighted log-prob by its summed weights (the paper's 1/N; Muffin's "
+                          "dpo_use_average)."},
+    )
+
+    def __post_init__(self):
+        from align.train.dpo.variants import VARIANTS
+
+        self.apply_device_defaults()
+        problems = self.common_problems()
+        if self.variant not in VARIANTS:
+            problems.append(f"unknown variant '{self.variant}'; known variants: {', '.join(VARIANTS)}")
+        if self.ddpo_gamma <= 0:
+            problems.append(f"ddpo_gamma must be > 0, got {self.ddpo_gamma}")
+        if self.precompute_ref_log_probs:
+            problems.append("precompute_ref_log_probs is not supported (align's batches are built on the fly); "
+                            "set it to false")
+        if problems:
+            raise ConfigError(problems)
+        super().__post_init__()
+        variant = VARIANTS[self.variant]
+        if variant.sigmoid_only:
+            extra = []
+            if list(self.loss_type) != ["sigmoid"]:
+                extra.append(f"loss_type must be sigmoid (got {self.loss_type})")
+            if self.f_divergence_type != "reverse_kl":
+                extra.append(f"f_divergence_type must be reverse_kl (got {self.f_divergence_type})")
+            if self.ld_alpha is not None or self.use_weighting:
+                extra.append("ld_alpha and use_weighting are TRL-loss options it does not use")
+            if extra:
+                raise ConfigError([f"variant {self.variant}: {p}" for p in extra])

@@ -1,0 +1,191 @@
+"""Preference data for `align dpo`: read, check, measure every pair; the collator that builds TRL's DPO batches.
+
+Each pair is encoded as two whole conversations, [prompt + chosen] and [prompt + rejected], through the family's
+own encoder (`ConversationEncoder`), and the completion is the assistant span found the way SFT finds it. That
+works for every family (TRL's `DataCollatorForVisionPreference` tokenizes prompt and completion apart, which
+breaks families whose processor must see the whole conversation). Everything that can be wrong with a row is
+found before training: the data contract, missing spans for a variant that needs them, over-long pairs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from align.data.collate import ConversationEncoder, Example, Spans, labels_from_spans, split_media
+from align.errors import DataError
+
+
+@dataclass(frozen=True)
+class PairLayout:
+    """Token layout of one pair: each side's Spans and, for span-weighted variants, the weighted token positions
+    (absolute, in the side's unpadded encoding)."""
+
+    chosen: Spans
+    rejected: Spans
+    chosen_weighted: tuple[int, ...] = ()
+    rejected_weighted: tuple[int, ...] = ()
+
+
+@dataclass
+class PreferenceData:
+    records: list[dict]
+    layouts: list[PairLayout]
+    base_dir: Path | None
+    image_root: Path | None
+    origins: list[tuple[Any, int]]
+    dropped: int = 0
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def load_pair(self, index: int) -> tuple[Example, Example]:
+        path, row = self.origins[index]
+        return _pair(self.records[index], self.base_dir, self.image_root, path, row)
+
+
+def _pair(record: dict, base_dir, image_root, path, row) -> tuple[Example, Example]:
+    from align.data.images import load_media
+
+    loaded = [load_media(v, base_dir, image_root, path=path, row=row, field="images")
+              for v in record.get("images") or []]
+    images, videos = split_media(loaded)
+    prompt = list(record["prompt"])
+    return (Example(prompt + list(record["chosen"]), images, videos),
+            Example(prompt + list(record["rejected"]), images, videos))
+
+
+def char_spans_to_tokens(tokenizer, token_ids: Sequence[int], text: str, spans: Sequence[Sequence[int]]) -> list[int]:
+    """Indices k of `token_ids` whose characters overlap any [start, end) span of `text`.
+
+    `token_ids` are the assistant turn's tokens in context (they may add template tokens around `text`, e.g. an
+    end-of-turn token). The decoded prefix of k tokens gives token k's character range; the completion text is
+    located in the decoded turn, so template text around it shifts nothing. Decoding, not offsets of a separate
+    tokenization, keeps the mapping true to the tokens the model actually scores.
+    """
+    decoded = tokenizer.decode(list(token_ids), skip_special_tokens=False)
+    base = decoded.find(text)
+    if base < 0:
+        raise ValueError(f"the completion text {text[:40]!r} is not found in its decoded tokens {decoded[:80]!r}")
+    ends = [len(tokenizer.decode(list(token_ids[: k + 1]), skip_special_tokens=False)) for k in range(len(token_ids))]
+    marked = []
+    start_k = 0
+    for k, end_k in enumerate(ends):
+        lo, hi = start_k - base, end_k - base  # token k covers characters [lo, hi) of `text`
+        if hi > lo and any(lo < e and s < hi for s, e in spans):
+            marked.append(k)
+        start_k = end_k
+    return marked
+
+
+def load_preference_data(
+    path: str | Path,
+    processor,
+    family: str,
+    image_root: str | Path | None = None,
+    max_length: int | None = None,
+    too_long: str = "error",
+    needs_spans: bool = False,
+) -> PreferenceData:
+    """Read and check every pair; compute both sides' completion spans (and weighted tokens) up front."""
+    from align.data.io import read_records
+    from align.data.messages import completion_text
+    from align.data.schema import validate_records
+
+    records = read_records(path, image_root=image_root)
+    if not records:
+        raise DataError(path, "has no rows")
+    validate_records(records, "preference", path, records.base_dir, image_root, False, records.origins)
+    encoder = ConversationEncoder(processor, family)
+    tokenizer = getattr(processor, "tokenizer", processor)
+    kept, layouts, origins, dropped = [], [], [], 0
+    for record, (origin, row) in zip(records, records.origins, strict=True):
+        if needs_spans:
+            for side in ("chosen_spans", "rejected_spans"):
+                if not record.get(side):
+                    raise DataError(origin, "this variant weights the changed segments, but the row has none; "
+                                    "build pairs with spans (e.g. align build-pairs halva) or pick variant dpo",
+                                    row=row, field=side)
+        sides = []
+        for example in _pair(record, records.base_dir, image_root, origin, row):
+            layout = encoder.assistant_spans(example)
+            if not layout.assistant:
+                raise DataError(origin, "no completion tokens (empty assistant turn?)", row=row, field="chosen")
+            sides.append(layout)
+        if max_length is not None and max(s.length for s in sides) > max_length:
+            if too_long == "error":
+                raise DataError(origin, f"{max(s.length for s in sides)} tokens exceed max_length {max_length}; "
+                                "raise max_length or set too_long=drop", row=row, field="chosen")
+            dropped += 1
+            continue
+        weighted: list[tuple[int, ...]] = [(), ()]
+        if needs_spans:
+            pair = _pair(record, records.base_dir, image_root, origin, row)
+            for i, (side, example, layout) in enumerate(zip(("chosen", "rejected"), pair, sides, strict=True)):
+                batch = encoder.encode([example])
+                ids = batch["input_ids"][0][batch["attention_mask"][0].bool()].tolist()
+                start, end = layout.assistant[-1]
+                try:
+                    ks = char_spans_to_tokens(tokenizer, ids[start:end], completion_text(record[side]),
+                                              record[f"{side}_spans"])
+                except ValueError as exc:
+                    raise DataError(origin, str(exc), row=row, field=f"{side}_spans") from None
+                weighted[i] = tuple(start + k for k in ks)
+        kept.append(record)
+        layouts.append(PairLayout(sides[0], sides[1], weighted[0], weighted[1]))
+        origins.append((origin, row))
+    if not kept:
+        raise DataError(path, f"every pair is longer than max_length {max_length}; raise max_length")
+    return PreferenceData(kept, layouts, records.base_dir, Path(image_root) if image_root else None, origins,
+                          dropped)
+
+
+def _flush_left(batch: dict, width_key: str = "input_ids") -> dict:
+    """Left padding -> right padding on every per-token [N, T] tensor (TRL's `flush_left` layout), so each row's
+    tokens start at position 0 and their positions do not depend on the batch's padding."""
+    import torch
+
+    ids = batch[width_key]
+    mask = batch["attention_mask"]
+    shifts = (mask.shape[1] - mask.sum(dim=1)).tolist()  # [N] left padding of each row
+    for key, value in list(batch.items()):
+        if (isinstance(value, torch.Tensor) and value.shape == ids.shape
+                and not key.startswith(("pixel", "image", "video"))):
+            batch[key] = torch.stack([torch.roll(value[i], -int(s)) for i, s in enumerate(shifts)])
+    return batch
+
+
+class PreferenceCollator:
+    """`Trainer` collator: rows (a `row` index each) -> TRL's DPO batch of 2B rows, chosen rows first.
+
+    Keys: whatever the family's encoder gives (input_ids, attention_mask, pixel_values, ...; all model inputs),
+    `completion_mask` [2B, T] (1 on the assistant turn's tokens), and for span-weighted variants `token_weights`
+    [2B, T] (gamma on the tokens of the changed segments, 1 elsewhere).
+    """
+
+    def __init__(self, encoder: ConversationEncoder, data: PreferenceData, gamma: float | None = None):
+        self.encoder, self.data, self.gamma = encoder, data, gamma
+
+    def __call__(self, features: list[dict]) -> dict:
+        import torch
+
+        rows = [int(f["row"]) for f in features]
+        pairs = [self.data.load_pair(r) for r in rows]
+        layouts = [self.data.layouts[r] for r in rows]
+        examples = [p[0] for p in pairs] + [p[1] for p in pairs]  # [2B]: chosen rows first, rejected rows second
+        spans = [la.chosen for la in layouts] + [la.rejected for la in layouts]
+        batch = dict(self.encoder.encode(examples, add_generation_prompt=False))
+        labels = labels_from_spans(batch, spans)  # checks the left padding and the batch invariance
+        batch["completion_mask"] = (labels != -100).long()  # [2B, T]
+        if self.gamma is not None:
+            weights = torch.ones(labels.shape, dtype=torch.float32)  # [2B, T]
+            width = labels.shape[1]
+            marked = [la.chosen_weighted for la in layouts] + [la.rejected_weighted for la in layouts]
+            for i, (layout, positions) in enumerate(zip(spans, marked, strict=True)):
+                offset = width - layout.length
+                for p in positions:
+                    weights[i, offset + p] = self.gamma
+            batch["token_weights"] = weights
+        return _flush_left(batch)

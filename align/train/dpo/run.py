@@ -1,0 +1,83 @@
+"""`align dpo`: one preference-optimisation run (any variant) from a resolved `AlignDPOConfig`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from align.errors import ConfigError
+from align.train.dpo.config import AlignDPOConfig
+
+
+def run_dpo(config: AlignDPOConfig, resume: bool = False, progress: bool = True) -> Path:
+    """Check every row, train, save the model (or adapter) and `run.json` into `output_dir`; returns it."""
+    import datasets
+    import torch
+    from transformers import set_seed
+
+    from align.data.collate import ConversationEncoder
+    from align.models.families import family_of
+    from align.models.load import load_model_and_processor
+    from align.train.common import is_main_process, prepare_deepspeed
+    from align.train.dpo.data import PreferenceCollator, load_preference_data
+    from align.train.dpo.trainer import AlignDPOTrainer
+    from align.train.dpo.variants import get_variant
+    from align.train.run_config import apply_policy_and_report
+    from align.train.sft_run import _last_checkpoint, _save_final, natural_policy
+
+    cfg = config
+    if not cfg.model:
+        raise ConfigError("model is required (--model PATH or `model:` in the recipe)")
+    if not cfg.data:
+        raise ConfigError("data is required (--data PATH or `data:` in the recipe)")
+    if cfg.output_dir is None:
+        raise ConfigError("output_dir is required (--output-dir DIR)")
+    variant = get_variant(cfg.variant)
+    out = Path(cfg.output_dir)
+    prepare_deepspeed(cfg.deepspeed)
+    main = is_main_process()
+    torch.set_flush_denormal(True)
+    set_seed(cfg.seed)
+    model, processor = load_model_and_processor(cfg.model, dtype=cfg.dtype, attn_implementation=cfg.attn_implementation)
+    family = family_of(model.config)
+    policy = cfg.train or natural_policy(family)
+    # Rows are checked (contract, spans, lengths) before anything trains or is written.
+    data = load_preference_data(cfg.data, processor, family, cfg.image_root, cfg.max_length, cfg.too_long,
+                                needs_spans=variant.needs_spans)
+    title = f"dpo --variant {cfg.variant}: {family}, train={policy}, {len(data)} pairs"
+    if data.dropped:
+        title += f" ({data.dropped} too long, dropped)"
+    model = apply_policy_and_report(model, family, cfg, policy, title, show=main)
+    from peft import PeftModel
+
+    ref_model = None
+    if not isinstance(model, PeftModel) or cfg.ref_model:
+        # Full or partial fine-tuning: a separate frozen reference (TRL's own loader knows fewer families).
+        ref_model = load_model_and_processor(cfg.ref_model or cfg.model, dtype=cfg.dtype,
+                                             attn_implementation=cfg.attn_implementation)[0]
+        ref_model.requires_grad_(False).eval()
+
+    trainer = AlignDPOTrainer(
+        model=model,
+        ref_model=ref_model,
+        args=cfg,
+        train_dataset=datasets.Dataset.from_dict({"row": list(range(len(data)))}),
+        data_collator=PreferenceCollator(ConversationEncoder(processor, family), data,
+                                         gamma=cfg.ddpo_gamma if variant.token_weights else None),
+        processing_class=processor,
+        family=family,
+    )
+    checkpoint = _last_checkpoint(out) if resume else None
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    _save_final(trainer, out)
+    if main:
+        from align.config import config_to_dict
+        from align.train.common import write_run_json
+
+        write_run_json(out, "dpo", config_to_dict(cfg), {
+            "complete": True, "variant": cfg.variant, "family": family, "policy": policy,
+            "base_model": cfg.model, "reference": "adapter-disabled policy" if ref_model is None
+            else (cfg.ref_model or cfg.model), "rows": len(data), "dropped_rows": data.dropped,
+            "resumed_from": checkpoint, "train_loss": result.training_loss, "global_step": result.global_step,
+            "metrics": result.metrics, "log_history": trainer.state.log_history,
+        })
+    return out

@@ -1,0 +1,101 @@
+"""Fields and checks every align trainer config shares (mixed in before the TRL config class).
+
+`class AlignSFTConfig(RunFields, SFTConfig)`: the fields below override TRL's defaults where those are wrong on a
+CPU or for align's data flow (bf16, activation checkpointing, unused-column removal, report_to, logging).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from align.errors import ConfigError
+
+TOO_LONG = ("error", "drop")
+
+
+@dataclass
+class RunFields:
+    model: str | None = field(default=None, metadata={"help": "Starting checkpoint: local folder or hub id."})
+    data: str | None = field(default=None, metadata={"help": "Training records (file or dataset folder)."})
+    image_root: str | None = field(default=None, metadata={"help": "Folder relative image paths resolve under."})
+    train: str | None = field(
+        default=None,
+        metadata={"help": "Trainable-part policy, e.g. projector, projector+llm, qformer, lora, lora+projector, "
+                          "adapter, all. Default: the family's natural policy."},
+    )
+    dtype: str = field(default="float32", metadata={"help": "Weights dtype: float32, bfloat16, float16 or auto."})
+    attn_implementation: str | None = field(default=None, metadata={"help": "eager, sdpa or flash_attention_2."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target: str = field(
+        default="all-linear", metadata={"help": "LoRA targets: all-linear (the LLM's linear layers) or a regex."}
+    )
+    lora_vision: bool = field(default=False, metadata={"help": "Also put LoRA on the vision tower."})
+    adapter_len: int = field(default=10, metadata={"help": "LLaMA-Adapter prompt length."})
+    adapter_layers: int = field(
+        default=30, metadata={"help": "LLaMA-Adapter: top decoder layers adapted (capped at the model's depth)."}
+    )
+    too_long: str = field(
+        default="error",
+        metadata={"help": "Rows longer than max_length: error (default; names the row) or drop (counted)."},
+    )
+    # TRL defaults that are wrong on a CPU and for align's data flow.
+    bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision; default: on when CUDA has it."})
+    activation_checkpointing: bool | None = field(
+        default=False, metadata={"help": "Recompute activations in backward to save memory."}
+    )
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the row index column."})
+    report_to: Any = field(default="none", metadata={"help": "Logging integrations (tensorboard, wandb, none)."})
+    logging_steps: float = field(default=1, metadata={"help": "Log every N steps."})
+
+    def apply_device_defaults(self) -> None:
+        """Before TrainingArguments' own __post_init__: bf16 where CUDA has it, CPU settings, DeepSpeed presets."""
+        from align.train.common import cuda_available, cuda_bf16_available, resolve_deepspeed
+
+        if self.bf16 is None:
+            self.bf16 = cuda_bf16_available() and not self.fp16
+        if not cuda_available():
+            self.dataloader_pin_memory = False  # pinning needs an accelerator; on a CPU it only warns
+            # accelerate finds no backend for a CPU unless told: under torchrun it would count one process and
+            # DeepSpeed's batch check fails (train_batch_size 2 != 2 * 1 * 2); with it, gloo and the real world size.
+            self.use_cpu = True
+        if isinstance(self.deepspeed, str):
+            self.deepspeed = resolve_deepspeed(self.deepspeed)  # presets zero2 / zero3 / zero3_offload
+
+    def common_problems(self) -> list[str]:
+        problems = []
+        if self.too_long not in TOO_LONG:
+            problems.append(f"too_long must be one of {', '.join(TOO_LONG)}, got '{self.too_long}'")
+        problems += policy_problems(self.train, "train")
+        return problems
+
+
+def policy_problems(policy: str | None, key: str) -> list[str]:
+    from align.models.freeze import check_policy
+
+    if policy is None:
+        return []
+    try:
+        check_policy(policy)
+    except ConfigError as exc:
+        return [f"{key}: {exc}"]
+    return []
+
+
+def apply_policy_and_report(model, family: str, cfg: RunFields, policy: str, title: str, show: bool):
+    """Freeze/wrap the model for `policy` and, on the main process, print the trainable-parts table."""
+    from rich.console import Console
+
+    from align.models.freeze import AdapterSettings, LoraSettings, apply_train_policy, trainable_parts_table
+
+    lora = LoraSettings(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, target=cfg.lora_target,
+                        include_vision=cfg.lora_vision)
+    adapter = AdapterSettings(prompt_length=cfg.adapter_len, layers=cfg.adapter_layers)
+    model = apply_train_policy(model, family, policy, lora=lora, adapter=adapter)
+    if show:
+        table = trainable_parts_table(model, family)
+        table.title = title
+        Console(stderr=True).print(table)
+    return model

@@ -1,0 +1,214 @@
+"""`align dpo` end to end on tiny models and shapes pairs: every variant trains from the CLI on tiny llava and
+qwen2_vl, its margin grows on a fixed batch, `dpo` equals TRL's DPOTrainer on the same batch, and ddpo with all
+token weights 1 equals it too; bad input stops the run before training."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("trl")
+
+from align.train.dpo.variants import VARIANTS  # noqa: E402
+
+FAMILIES = ("llava", "qwen2_vl")
+STEP_ARGS = ["per_device_train_batch_size=2", "learning_rate=1e-2", "max_length=512", "save_strategy=no",
+             "logging_steps=1"]
+
+
+@pytest.fixture(scope="module")
+def pairs(shapes_world, tmp_path_factory):
+    """Folder with halva pairs (spans included) as JSONL files: all.jsonl, fixed.jsonl (2 rows), and broken ones."""
+    from align.cli.main import main
+    from align.data.io import read_records, write_jsonl
+
+    out = tmp_path_factory.mktemp("dpo-pairs") / "pairs"
+    try:
+        main(["build-pairs", "halva", "--input", str(shapes_world / "sources.jsonl"), "--out", str(out),
+              "vocabulary=shapes"])
+    except SystemExit as exc:
+        assert exc.code in (0, None)
+    rows = [dict(r) for r in read_records(out)]
+    write_jsonl(out / "all.jsonl", rows)
+    write_jsonl(out / "fixed.jsonl", rows[:2])
+    write_jsonl(out / "nospans.jsonl", [{k: v for k, v in r.items() if not k.endswith("_spans")} for r in rows[:2]])
+    bad = [dict(r) for r in rows[:2]]
+    bad[1]["rejected_spans"] = [[0, 10_000]]
+    write_jsonl(out / "badspans.jsonl", bad)
+    return out
+
+
+def _dpo(run_cli, variant, model, data, out, *extra):
+    return run_cli("dpo", "--variant", variant, "--model", model, "--data", data, "--output-dir", out,
+                   *STEP_ARGS, *extra)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_three_steps_from_the_cli(variant, family, tiny_checkpoint, pairs, run_cli, tmp_path):
+    out = tmp_path / "out"
+    result = _dpo(run_cli, variant, tiny_checkpoint(family), pairs / "all.jsonl", out, "max_steps=3")
+    assert result.code == 0, result
+    run = json.loads((out / "run.json").read_text())
+    assert run["complete"] and run["global_step"] == 3 and run["variant"] == variant
+    steps = [e for e in run["log_history"] if "loss" in e]
+    assert len(steps) == 3
+    for key in ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen"):
+        assert all(key in e for e in steps), key
+    if variant == "ddpo":
+        assert all("loss/ddpo" in e for e in steps)
+    assert (out / "config.json").is_file()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_margin_grows_on_a_fixed_batch(variant, family, tiny_checkpoint, pairs, run_cli, tmp_path):
+    """Two rows, batch 2: every one of the 10 steps sees the same pairs; the logged margin (before each update)
+    starts at 0 (policy = reference) and ends clearly positive."""
+    out = tmp_path / "out"
+    result = _dpo(run_cli, variant, tiny_checkpoint(family), pairs / "fixed.jsonl", out, "max_steps=10",
+                  "lr_scheduler_type=constant")
+    assert result.code == 0, result
+    margins = [e["rewards/margins"] for e in json.loads((out / "run.json").read_text())["log_history"]
+               if "rewards/margins" in e]
+    assert len(margins) == 10
+    assert abs(margins[0]) < 1e-6
+    assert margins[-1] > 0.1 and margins[-1] > max(margins[:3]), margins
+
+
+def test_lora_reference_is_the_disabled_adapter(tiny_checkpoint, pairs, run_cli, tmp_path):
+    from safetensors import safe_open
+
+    out = tmp_path / "out"
+    result = _dpo(run_cli, "ddpo", tiny_checkpoint("llava"), pairs / "fixed.jsonl", out, "--train", "lora",
+                  "max_steps=2")
+    assert result.code == 0, result
+    run = json.loads((out / "run.json").read_text())
+    assert run["reference"] == "adapter-disabled policy"
+    with safe_open(str(out / "adapter_model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert keys and not any(".ref." in k for k in keys)  # TRL's "ref" adapter copy is not kept
+
+
+def _trainers(family, path, ref_path, variants, tmp_path, **cfg):
+    """{variant: AlignDPOTrainer} plus a plain TRL DPOTrainer, each with its own identical policy and reference.
+
+    The reference is another random checkpoint, so that policy != reference and the losses are not all log 2."""
+    import datasets
+    from trl import DPOConfig, DPOTrainer
+
+    from align.models.load import load_model_and_processor
+    from align.train.dpo.config import AlignDPOConfig
+    from align.train.dpo.trainer import AlignDPOTrainer
+
+    def models():
+        return (load_model_and_processor(path, dtype="float32")[0],
+                load_model_and_processor(ref_path, dtype="float32")[0])
+
+    processor = load_model_and_processor(path, dtype="float32")[1]
+    rows = datasets.Dataset.from_dict({"row": [0, 1]})
+    aligned = {}
+    for variant in variants:
+        policy, ref = models()
+        args = AlignDPOConfig(output_dir=str(tmp_path / variant), variant=variant, **cfg)
+        aligned[variant] = AlignDPOTrainer(model=policy, ref_model=ref, args=args, train_dataset=rows,
+                                           data_collator=lambda f: f, processing_class=processor, family=family)
+    policy, ref = models()
+    plain = DPOTrainer(model=policy, ref_model=ref, args=DPOConfig(
+        output_dir=str(tmp_path / "trl"), use_cpu=True, report_to="none", gradient_checkpointing=False, bf16=False,
+        **{k: v for k, v in cfg.items() if not k.startswith("ddpo")}),
+        train_dataset=datasets.Dataset.from_dict({"images": [[], []]}), processing_class=processor)
+    return aligned, plain, processor
+
+
+def _loss(trainer, batch):
+    with torch.no_grad():
+        return trainer._compute_loss(trainer.model, dict(batch), False).item()
+
+
+@pytest.mark.parametrize("loss_type", ["sigmoid", "ipo"])
+def test_dpo_equals_trl_on_the_same_batch(loss_type, tiny_checkpoint, pairs, tmp_path):
+    """llava: align's batch fed to AlignDPOTrainer(dpo) and to TRL's DPOTrainer gives the same loss; ddpo with
+    gamma 1 (all token weights 1) gives it too (sigmoid only)."""
+    from align.data.collate import ConversationEncoder
+    from align.train.dpo.data import PreferenceCollator, load_preference_data
+
+    path = tiny_checkpoint("llava")
+    variants = ["dpo", "ddpo"] if loss_type == "sigmoid" else ["dpo"]
+    aligned, plain, processor = _trainers("llava", path, tiny_checkpoint("llava", seed=1), variants, tmp_path, loss_type=[loss_type],
+                                          **({"ddpo_gamma": 1.0} if loss_type == "sigmoid" else {}))
+    data = load_preference_data(pairs / "fixed.jsonl", processor, "llava", needs_spans=True)
+    batch = PreferenceCollator(ConversationEncoder(processor, "llava"), data, gamma=1.0)([{"row": 0}, {"row": 1}])
+    assert bool((batch["token_weights"] == 1).all())
+    trl_batch = {k: v for k, v in batch.items() if k != "token_weights"}
+    expected = _loss(plain, trl_batch)
+    assert abs(expected - 0.6931) > 1e-3  # policy != reference: a real comparison
+    assert abs(_loss(aligned["dpo"], trl_batch) - expected) < 1e-6
+    if "ddpo" in aligned:
+        assert abs(_loss(aligned["ddpo"], batch) - expected) < 1e-6
+        # gamma != 1 changes the ddpo loss: the span weights do reach it
+        heavy = PreferenceCollator(ConversationEncoder(processor, "llava"), data, gamma=5.0)([{"row": 0}, {"row": 1}])
+        assert (heavy["token_weights"] == 5.0).any()
+        assert abs(_loss(aligned["ddpo"], heavy) - expected) > 1e-4
+
+
+def test_pipeline_equals_trl_collator_and_trainer_on_qwen2_vl(tiny_checkpoint, pairs, tmp_path):
+    """qwen2_vl, where TRL's own vision collator runs and tokenizes the same: align's collator gives TRL's batch
+    (same tokens, same completion mask per row) and the same loss to 1e-6."""
+    from align.data.collate import ConversationEncoder
+    from align.train.dpo.data import PreferenceCollator, load_preference_data
+
+    aligned, plain, processor = _trainers("qwen2_vl", tiny_checkpoint("qwen2_vl"),
+                                         tiny_checkpoint("qwen2_vl", seed=1), ["dpo"], tmp_path)
+    data = load_preference_data(pairs / "fixed.jsonl", processor, "qwen2_vl")
+    ours = PreferenceCollator(ConversationEncoder(processor, "qwen2_vl"), data)([{"row": 0}, {"row": 1}])
+    rows = []
+    for i in (0, 1):
+        chosen, _ = data.load_pair(i)
+        rec = data.records[i]
+        rows.append({"images": chosen.images, "prompt": rec["prompt"], "chosen": rec["chosen"],
+                     "rejected": rec["rejected"]})
+    theirs = plain.data_collator(rows)
+    for i in range(4):
+        ma, mb = ours["attention_mask"][i].bool(), theirs["attention_mask"][i].bool()
+        assert torch.equal(ours["input_ids"][i][ma], theirs["input_ids"][i][mb])
+        assert torch.equal(ours["completion_mask"][i][ma], theirs["completion_mask"][i][mb])
+    expected = _loss(plain, theirs)
+    assert abs(expected - 0.6931) > 1e-3
+    assert abs(_loss(aligned["dpo"], ours) - expected) < 1e-6
+
+
+@pytest.mark.parametrize(("data", "args", "message"), [
+    ("nospans.jsonl", ["--variant", "ddpo"], "field 'chosen_spans'"),
+    ("badspans.jsonl", ["--variant", "ddpo"], "is not inside the rejected text"),
+    ("fixed.jsonl", ["--variant", "nope"], "known variants: dpo, ddpo"),
+])
+def test_bad_input_fails_before_training(data, args, message, tiny_checkpoint, pairs, run_cli, tmp_path):
+    out = tmp_path / "out"
+    result = run_cli("dpo", *args, "--model", tiny_checkpoint("llava"), "--data", pairs / data, "--output-dir", out,
+                     "max_steps=1")
+    assert result.code == 2, result
+    assert message in result.err, result.err
+    assert not (out / "run.json").exists()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_spans_mark_the_changed_words_in_context(family, tiny_checkpoint, pairs):
+    """A real pair through each family's template: the weighted tokens of row 0 spell exactly the swapped words."""
+    from align.data.collate import ConversationEncoder
+    from align.data.messages import completion_text
+    from align.models.load import load_model_and_processor
+    from align.train.dpo.data import load_preference_data
+
+    processor = load_model_and_processor(tiny_checkpoint(family), dtype="float32")[1]
+    data = load_preference_data(pairs / "fixed.jsonl", processor, family, needs_spans=True)
+    record, layout = data.records[0], data.layouts[0]
+    encoder = ConversationEncoder(processor, family)
+    for side, example, positions in zip(("chosen", "rejected"), data.load_pair(0),
+                                        (layout.chosen_weighted, layout.rejected_weighted), strict=True):
+        ids = encoder.encode([example])["input_ids"][0].tolist()
+        marked = processor.tokenizer.decode([ids[p] for p in positions]).split()
+        text = completion_text(record[side])
+        assert marked == [text[s:e] for s, e in record[f"{side}_spans"]], (side, marked)

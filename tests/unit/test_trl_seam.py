@@ -1,0 +1,73 @@
+"""The seam with TRL: every TRL method align's DPO trainer overrides or calls keeps the shape align was written for.
+
+When TRL is upgraded and this fails, read the new TRL code for the method named, adapt align/train/dpo/, and only
+then update the recorded signature here (DESIGN.md section 4.5: few overrides, pinned TRL, a seam test).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+pytest.importorskip("trl")
+
+
+def _shape(fn) -> str:
+    """Parameter names, kinds and defaults; annotations are left out (they name other libraries' classes)."""
+    parts = []
+    for p in inspect.signature(fn).parameters.values():
+        text = ("*" if p.kind is p.VAR_POSITIONAL else "**" if p.kind is p.VAR_KEYWORD else "") + p.name
+        if p.kind is p.KEYWORD_ONLY:
+            text = "kw:" + text
+        if p.default is not p.empty:
+            text += f"={p.default!r}"
+        parts.append(text)
+    return "(" + ", ".join(parts) + ")"
+
+
+def _recorded():
+    from trl import DPOTrainer
+    from trl.models.utils import disable_gradient_checkpointing
+    from trl.trainer.utils import use_adapter
+
+    return {
+        # overridden by AlignDPOTrainer
+        "DPOTrainer.__init__": (DPOTrainer.__init__,
+                                "(self, model, ref_model=None, args=None, data_collator=None, train_dataset=None, "
+                                "eval_dataset=None, processing_class=None, compute_metrics=None, callbacks=None, "
+                                "optimizers=(None, None), quantization_config=None, peft_config=None)"),
+        "DPOTrainer._prepare_dataset": (DPOTrainer._prepare_dataset,
+                                        "(self, dataset, processing_class, args, dataset_name)"),
+        "DPOTrainer._compute_loss": (DPOTrainer._compute_loss, "(self, model, inputs, return_outputs)"),
+        # called by align (compute_loss -> _compute_loss; ddpo's reference forward)
+        "DPOTrainer.compute_loss": (DPOTrainer.compute_loss,
+                                    "(self, model, inputs, return_outputs=False, num_items_in_batch=None)"),
+        "use_adapter": (use_adapter, "(model, adapter_name)"),
+        "disable_gradient_checkpointing": (disable_gradient_checkpointing,
+                                           "(model, gradient_checkpointing_kwargs=None)"),
+    }
+
+
+@pytest.mark.parametrize("name", list(_recorded()))
+def test_signature_unchanged(name):
+    fn, recorded = _recorded()[name]
+    assert _shape(fn) == recorded, f"TRL changed {name}; see this module's docstring"
+
+
+def test_dpo_batch_contract_unchanged():
+    """The batch keys and layout align's PreferenceCollator emits are the ones TRL's loss reads; the attributes
+    the ddpo loss reads exist."""
+    from trl import DPOTrainer
+
+    loss_src = inspect.getsource(DPOTrainer._compute_loss)
+    for needle in ('inputs["completion_mask"]', 'inputs["input_ids"].masked_fill(completion_mask == 0, -100)',
+                   "fused_lm_head=True", "logps.chunk(2, dim=0)  # batch is [chosen, rejected]",
+                   '_non_model_keys = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps"}',
+                   "outputs.mean_logits", "outputs.entropy", "outputs.is_top1"):
+        assert needle in loss_src, f"DPOTrainer._compute_loss no longer has {needle!r}"
+    init_src = inspect.getsource(DPOTrainer.__init__)
+    for needle in ('outputs = ("log_probs", "entropy", "mean_logits", "is_top1")', "self._metrics = ",
+                   "self.beta = ", "self.use_weighting = ", 'model.add_adapter("ref", default_config)',
+                   "skip_prepare_dataset = "):
+        assert needle in init_src, f"DPOTrainer.__init__ no longer has {needle!r}"
