@@ -1,6 +1,7 @@
 """`align dpo` end to end on tiny models and shapes pairs: every variant trains from the CLI on tiny llava and
 qwen2_vl, its margin grows on a fixed batch, `dpo` equals TRL's DPOTrainer on the same batch, and ddpo with all
-token weights 1 equals it too; bad input stops the run before training."""
+token weights 1, hsa with all scores 1 and stic with coefficient 0 equal it too; bad input stops the run before
+training."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ STEP_ARGS = ["per_device_train_batch_size=2", "learning_rate=1e-2", "max_length=
 
 @pytest.fixture(scope="module")
 def pairs(shapes_world, tmp_path_factory):
-    """Folder with halva pairs (spans included) as JSONL files: all.jsonl, fixed.jsonl (2 rows), and broken ones."""
+    """Folder with halva pairs (spans included, plus HSA severity scores) as JSONL files: all.jsonl, fixed.jsonl
+    (2 rows), and broken ones."""
     from align.cli.main import main
     from align.data.io import read_records, write_jsonl
 
@@ -31,12 +33,18 @@ def pairs(shapes_world, tmp_path_factory):
     except SystemExit as exc:
         assert exc.code in (0, None)
     rows = [dict(r) for r in read_records(out)]
+    for i, r in enumerate(rows):  # HSA-DPO's scores: severity of the rejected response, rating of the chosen one
+        r["rejected_score"] = 0.5 + 0.25 * (i % 4)
+        r["chosen_score"] = 1.0
     write_jsonl(out / "all.jsonl", rows)
     write_jsonl(out / "fixed.jsonl", rows[:2])
     write_jsonl(out / "nospans.jsonl", [{k: v for k, v in r.items() if not k.endswith("_spans")} for r in rows[:2]])
     bad = [dict(r) for r in rows[:2]]
     bad[1]["rejected_spans"] = [[0, 10_000]]
     write_jsonl(out / "badspans.jsonl", bad)
+    noscores = [dict(r) for r in rows[:2]]
+    del noscores[1]["rejected_score"]
+    write_jsonl(out / "noscores.jsonl", noscores)
     return out
 
 
@@ -57,8 +65,13 @@ def test_three_steps_from_the_cli(variant, family, tiny_checkpoint, pairs, run_c
     assert len(steps) == 3
     for key in ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen"):
         assert all(key in e for e in steps), key
-    if variant == "ddpo":
-        assert all("loss/ddpo" in e for e in steps)
+    if variant != "dpo":
+        assert all(f"loss/{variant}" in e for e in steps)
+    if variant == "hsa":  # the rows' scores reach the loss through the collator
+        assert all(0.5 <= e["hsa/rejected_score"] <= 1.25 for e in steps)
+        assert len({e["hsa/rejected_score"] for e in steps}) > 1
+    if variant == "stic":
+        assert all(e["loss/stic_sft"] > 0 for e in steps)
     assert (out / "config.json").is_file()
 
 
@@ -118,7 +131,7 @@ def _trainers(family, path, ref_path, variants, tmp_path, **cfg):
     policy, ref = models()
     plain = DPOTrainer(model=policy, ref_model=ref, args=DPOConfig(
         output_dir=str(tmp_path / "trl"), use_cpu=True, report_to="none", gradient_checkpointing=False, bf16=False,
-        **{k: v for k, v in cfg.items() if not k.startswith("ddpo")}),
+        **{k: v for k, v in cfg.items() if not k.startswith(("ddpo", "hsa", "stic"))}),
         train_dataset=datasets.Dataset.from_dict({"images": [[], []]}), processing_class=processor)
     return aligned, plain, processor
 
@@ -131,27 +144,43 @@ def _loss(trainer, batch):
 @pytest.mark.parametrize("loss_type", ["sigmoid", "ipo"])
 def test_dpo_equals_trl_on_the_same_batch(loss_type, tiny_checkpoint, pairs, tmp_path):
     """llava: align's batch fed to AlignDPOTrainer(dpo) and to TRL's DPOTrainer gives the same loss; ddpo with
-    gamma 1 (all token weights 1) gives it too (sigmoid only)."""
+    gamma 1 (all token weights 1), hsa with all scores 1 and stic with coefficient 0 give it too (sigmoid only)."""
     from align.data.collate import ConversationEncoder
     from align.train.dpo.data import PreferenceCollator, load_preference_data
 
     path = tiny_checkpoint("llava")
-    variants = ["dpo", "ddpo"] if loss_type == "sigmoid" else ["dpo"]
-    aligned, plain, processor = _trainers("llava", path, tiny_checkpoint("llava", seed=1), variants, tmp_path, loss_type=[loss_type],
-                                          **({"ddpo_gamma": 1.0} if loss_type == "sigmoid" else {}))
-    data = load_preference_data(pairs / "fixed.jsonl", processor, "llava", needs_spans=True)
-    batch = PreferenceCollator(ConversationEncoder(processor, "llava"), data, gamma=1.0)([{"row": 0}, {"row": 1}])
+    variants = ["dpo", "ddpo", "hsa", "stic"] if loss_type == "sigmoid" else ["dpo"]
+    extra = {"ddpo_gamma": 1.0, "hsa_use_chosen_score": True, "stic_sft_coef": 0.0} if loss_type == "sigmoid" else {}
+    aligned, plain, processor = _trainers("llava", path, tiny_checkpoint("llava", seed=1), variants, tmp_path,
+                                          loss_type=[loss_type], **extra)
+    scores = ("rejected_score", "chosen_score")
+    data = load_preference_data(pairs / "fixed.jsonl", processor, "llava", needs_spans=True, score_fields=scores)
+    for record in data.records:
+        record["rejected_score"] = record["chosen_score"] = 1.0
+    collate = PreferenceCollator(ConversationEncoder(processor, "llava"), data, gamma=1.0, scores=scores)
+    batch = collate([{"row": 0}, {"row": 1}])
     assert bool((batch["token_weights"] == 1).all())
-    trl_batch = {k: v for k, v in batch.items() if k != "token_weights"}
+    assert batch["rejected_score"].tolist() == [1.0, 1.0] and batch["chosen_score"].tolist() == [1.0, 1.0]
+    trl_batch = {k: v for k, v in batch.items() if k not in ("token_weights", *scores)}
     expected = _loss(plain, trl_batch)
     assert abs(expected - 0.6931) > 1e-3  # policy != reference: a real comparison
     assert abs(_loss(aligned["dpo"], trl_batch) - expected) < 1e-6
-    if "ddpo" in aligned:
-        assert abs(_loss(aligned["ddpo"], batch) - expected) < 1e-6
-        # gamma != 1 changes the ddpo loss: the span weights do reach it
-        heavy = PreferenceCollator(ConversationEncoder(processor, "llava"), data, gamma=5.0)([{"row": 0}, {"row": 1}])
-        assert (heavy["token_weights"] == 5.0).any()
-        assert abs(_loss(aligned["ddpo"], heavy) - expected) > 1e-4
+    if loss_type != "sigmoid":
+        return
+    for variant in ("ddpo", "hsa", "stic"):
+        assert abs(_loss(aligned[variant], batch) - expected) < 1e-6, variant
+    # gamma != 1 changes the ddpo loss: the span weights do reach it
+    heavy = PreferenceCollator(ConversationEncoder(processor, "llava"), data, gamma=5.0)([{"row": 0}, {"row": 1}])
+    assert (heavy["token_weights"] == 5.0).any()
+    assert abs(_loss(aligned["ddpo"], heavy) - expected) > 1e-4
+    # scores != 1 change the hsa loss, rejected and chosen alike: the collator's scores do reach it
+    data.records[0]["rejected_score"] = 2.0
+    assert abs(_loss(aligned["hsa"], collate([{"row": 0}, {"row": 1}])) - expected) > 1e-4
+    data.records[0]["rejected_score"], data.records[1]["chosen_score"] = 1.0, 3.0
+    assert abs(_loss(aligned["hsa"], collate([{"row": 0}, {"row": 1}])) - expected) > 1e-4
+    # a coefficient != 0 adds the SFT term to stic: -coef * mean summed chosen log-prob, which is > 0
+    aligned["stic"].args.stic_sft_coef = 1 / 1024
+    assert _loss(aligned["stic"], batch) - expected > 1e-6
 
 
 def test_pipeline_equals_trl_collator_and_trainer_on_qwen2_vl(tiny_checkpoint, pairs, tmp_path):
@@ -183,7 +212,8 @@ def test_pipeline_equals_trl_collator_and_trainer_on_qwen2_vl(tiny_checkpoint, p
 @pytest.mark.parametrize(("data", "args", "message"), [
     ("nospans.jsonl", ["--variant", "ddpo"], "field 'chosen_spans'"),
     ("badspans.jsonl", ["--variant", "ddpo"], "is not inside the rejected text"),
-    ("fixed.jsonl", ["--variant", "nope"], "known variants: dpo, ddpo"),
+    ("fixed.jsonl", ["--variant", "nope"], "known variants: dpo, ddpo, hsa, stic"),
+    ("noscores.jsonl", ["--variant", "hsa"], "field 'rejected_score'"),
 ])
 def test_bad_input_fails_before_training(data, args, message, tiny_checkpoint, pairs, run_cli, tmp_path):
     out = tmp_path / "out"
@@ -212,3 +242,15 @@ def test_spans_mark_the_changed_words_in_context(family, tiny_checkpoint, pairs)
         marked = processor.tokenizer.decode([ids[p] for p in positions]).split()
         text = completion_text(record[side])
         assert marked == [text[s:e] for s, e in record[f"{side}_spans"]], (side, marked)
+
+
+def test_hsa_without_scores_fails_before_training_in_one_line(tiny_checkpoint, pairs, run_cli, tmp_path):
+    """A row without rejected_score: exit 2 before any training, one line naming the file, row and field."""
+    out = tmp_path / "out"
+    result = run_cli("dpo", "--variant", "hsa", "--model", tiny_checkpoint("llava"), "--data",
+                     pairs / "noscores.jsonl", "--output-dir", out, "max_steps=1")
+    assert result.code == 2, result
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, result.err
+    assert "noscores.jsonl" in lines[0] and "row 2" in lines[0] and "field 'rejected_score'" in lines[0], lines
+    assert not out.exists() or not any(out.iterdir())

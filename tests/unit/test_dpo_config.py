@@ -1,4 +1,5 @@
-"""`AlignDPOConfig` cross-field rules: unknown variants list the known ones; ddpo only with the sigmoid loss."""
+"""`AlignDPOConfig` cross-field rules: unknown variants list the known ones; ddpo, hsa and stic only with the
+sigmoid loss; stic's coefficient is a finite number >= 0."""
 
 from __future__ import annotations
 
@@ -25,6 +26,28 @@ def test_dpo_passes_trl_loss_types_through(tmp_path):
 def test_ddpo_wants_the_sigmoid_loss(tmp_path):
     with pytest.raises(ConfigError, match="loss_type must be sigmoid"):
         AlignDPOConfig(output_dir=str(tmp_path), variant="ddpo", loss_type=["ipo"])
+
+
+@pytest.mark.parametrize("variant", ["hsa", "stic"])
+def test_hsa_and_stic_want_the_sigmoid_loss(variant, tmp_path):
+    with pytest.raises(ConfigError, match=f"variant {variant}: loss_type must be sigmoid"):
+        AlignDPOConfig(output_dir=str(tmp_path), variant=variant, loss_type=["ipo"])
+
+
+def test_hsa_and_stic_defaults(tmp_path):
+    cfg = AlignDPOConfig(output_dir=str(tmp_path), variant="hsa")
+    assert cfg.hsa_use_chosen_score is False and cfg.stic_sft_coef == 1 / 1024
+    assert VARIANTS["hsa"].score_fields(cfg) == ("rejected_score",)
+    cfg = AlignDPOConfig(output_dir=str(tmp_path), variant="hsa", hsa_use_chosen_score=True)
+    assert VARIANTS["hsa"].score_fields(cfg) == ("rejected_score", "chosen_score")
+    assert VARIANTS["stic"].score_fields(cfg) == () and VARIANTS["dpo"].score_fields(cfg) == ()
+    assert AlignDPOConfig(output_dir=str(tmp_path), variant="stic", stic_sft_coef=0.0).stic_sft_coef == 0.0
+
+
+@pytest.mark.parametrize("coef", [-0.1, float("nan"), float("inf")])
+def test_stic_coefficient_is_finite_and_not_negative(coef, tmp_path):
+    with pytest.raises(ConfigError, match="stic_sft_coef must be a finite number >= 0"):
+        AlignDPOConfig(output_dir=str(tmp_path), variant="stic", stic_sft_coef=coef)
 
 
 def test_cpu_defaults(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from trl import DPOConfig
@@ -14,7 +15,9 @@ from align.train.run_config import RunFields
 class AlignDPOConfig(RunFields, DPOConfig):
     """DPOConfig plus what align needs to pick the variant, model, data and trainable parts."""
 
-    variant: str = field(default="dpo", metadata={"help": "Preference-optimisation variant (see VARIANTS): dpo, ddpo."})
+    variant: str = field(
+        default="dpo", metadata={"help": "Preference-optimisation variant (see VARIANTS): dpo, ddpo, hsa, stic."}
+    )
     ref_model: str | None = field(
         default=None,
         metadata={"help": "Reference checkpoint; default: the policy's starting weights (adapter-disabled policy "
@@ -30,6 +33,16 @@ class AlignDPOConfig(RunFields, DPOConfig):
         metadata={"help": "ddpo: divide each weighted log-prob by its summed weights (the paper's 1/N; Muffin's "
                           "dpo_use_average)."},
     )
+    hsa_use_chosen_score: bool = field(
+        default=False,
+        metadata={"help": "hsa: also scale the chosen log-ratio by each row's chosen_score (HSA-DPO's "
+                          "use_chosen_score, default off: chosen weight 1); rows must then carry chosen_score."},
+    )
+    stic_sft_coef: float = field(
+        default=1 / 1024,
+        metadata={"help": "stic: coefficient of the policy's summed chosen log-prob subtracted from the DPO loss "
+                          "(STIC's code: 1/1024; 0 gives plain sigmoid DPO)."},
+    )
 
     def __post_init__(self):
         from align.train.dpo.variants import VARIANTS
@@ -40,6 +53,11 @@ class AlignDPOConfig(RunFields, DPOConfig):
             problems.append(f"unknown variant '{self.variant}'; known variants: {', '.join(VARIANTS)}")
         if self.ddpo_gamma <= 0:
             problems.append(f"ddpo_gamma must be > 0, got {self.ddpo_gamma}")
+        if not isinstance(self.hsa_use_chosen_score, bool):
+            problems.append(f"hsa_use_chosen_score must be true or false, got {self.hsa_use_chosen_score!r}")
+        if not (isinstance(self.stic_sft_coef, (int, float)) and not isinstance(self.stic_sft_coef, bool)
+                and math.isfinite(self.stic_sft_coef) and self.stic_sft_coef >= 0):
+            problems.append(f"stic_sft_coef must be a finite number >= 0, got {self.stic_sft_coef!r}")
         if self.precompute_ref_log_probs:
             problems.append("precompute_ref_log_probs is not supported (align's batches are built on the fly); "
                             "set it to false")

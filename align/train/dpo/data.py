@@ -4,7 +4,7 @@ Each pair is encoded as two whole conversations, [prompt + chosen] and [prompt +
 own encoder (`ConversationEncoder`), and the completion is the assistant span found the way SFT finds it. That
 works for every family (TRL's `DataCollatorForVisionPreference` tokenizes prompt and completion apart, which
 breaks families whose processor must see the whole conversation). Everything that can be wrong with a row is
-found before training: the data contract, missing spans for a variant that needs them, over-long pairs.
+found before training: the data contract, missing spans or scores for a variant that needs them, over-long pairs.
 """
 
 from __future__ import annotations
@@ -88,8 +88,11 @@ def load_preference_data(
     max_length: int | None = None,
     too_long: str = "error",
     needs_spans: bool = False,
+    score_fields: Sequence[str] = (),
 ) -> PreferenceData:
-    """Read and check every pair; compute both sides' completion spans (and weighted tokens) up front."""
+    """Read and check every pair; compute both sides' completion spans (and weighted tokens) up front.
+
+    `score_fields` (e.g. hsa's rejected_score) must be present on every row; the schema has checked their type."""
     from align.data.io import read_records
     from align.data.messages import completion_text
     from align.data.schema import validate_records
@@ -108,6 +111,10 @@ def load_preference_data(
                     raise DataError(origin, "this variant weights the changed segments, but the row has none; "
                                     "build pairs with spans (e.g. align build-pairs halva) or pick variant dpo",
                                     row=row, field=side)
+        for name in score_fields:
+            if record.get(name) is None:
+                raise DataError(origin, f"this variant weights each pair by its {name}, but the row has none; "
+                                "add the score to every row or pick variant dpo", row=row, field=name)
         sides = []
         for example in _pair(record, records.base_dir, image_root, origin, row):
             layout = encoder.assistant_spans(example)
@@ -162,11 +169,13 @@ class PreferenceCollator:
 
     Keys: whatever the family's encoder gives (input_ids, attention_mask, pixel_values, ...; all model inputs),
     `completion_mask` [2B, T] (1 on the assistant turn's tokens), and for span-weighted variants `token_weights`
-    [2B, T] (gamma on the tokens of the changed segments, 1 elsewhere).
+    [2B, T] (gamma on the tokens of the changed segments, 1 elsewhere), and for score-weighted variants each field
+    of `scores` (e.g. `rejected_score`) as a float32 [B] tensor, one value per pair.
     """
 
-    def __init__(self, encoder: ConversationEncoder, data: PreferenceData, gamma: float | None = None):
-        self.encoder, self.data, self.gamma = encoder, data, gamma
+    def __init__(self, encoder: ConversationEncoder, data: PreferenceData, gamma: float | None = None,
+                 scores: Sequence[str] = ()):
+        self.encoder, self.data, self.gamma, self.scores = encoder, data, gamma, tuple(scores)
 
     def __call__(self, features: list[dict]) -> dict:
         import torch
@@ -188,4 +197,7 @@ class PreferenceCollator:
                 for p in positions:
                     weights[i, offset + p] = self.gamma
             batch["token_weights"] = weights
-        return _flush_left(batch)
+        batch = _flush_left(batch)
+        for name in self.scores:  # [B], added after the flush (it only moves [2B, T] tensors)
+            batch[name] = torch.tensor([float(self.data.records[r][name]) for r in rows], dtype=torch.float32)
+        return batch

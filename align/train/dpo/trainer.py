@@ -4,7 +4,8 @@ Overrides (each recorded in tests/unit/test_trl_seam.py):
 - `__init__`: the logits-based LM head for families where TRL's fused one does not fit; the reference of a LoRA
   run is the adapter-disabled policy (TRL would add a copy of the adapter named "ref").
 - `_prepare_dataset`: identity; align's collator tokenizes (the dataset holds only row indices).
-- `_compute_loss`: TRL's own for `dpo`; the variant's for the others (`ddpo_compute_loss` below).
+- `_compute_loss`: TRL's own for `dpo`; the variant's for the others (`ddpo_compute_loss`, `hsa_compute_loss`,
+  `stic_compute_loss` below).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from align.train.resume import CheckpointResumeMixin
 
 # What TRL's `_compute_loss` reads from the policy's fused-head output (its `__init__` asks for the same).
 POLICY_OUTPUTS = ("log_probs", "entropy", "mean_logits", "is_top1")
-NON_MODEL_KEYS = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps", "token_weights"}
+NON_MODEL_KEYS = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps", "token_weights", "chosen_score",
+                  "rejected_score"}
 
 
 class AlignDPOTrainer(CheckpointResumeMixin, DPOTrainer):
@@ -96,30 +98,71 @@ class AlignDPOTrainer(CheckpointResumeMixin, DPOTrainer):
             self._metrics[mode][key].append(self.accelerator.gather(value.detach().float()).mean().item())
 
 
-def ddpo_compute_loss(trainer: AlignDPOTrainer, model, inputs, return_outputs=False):
-    """RLHF-V DDPO: token-weighted sequence log-probs (gamma inside the spans) for policy and reference, then
-    sigmoid DPO (`align.losses.dpo_loss`)."""
-    from align.losses import dpo_loss, weighted_logps
+def pair_logps(trainer: AlignDPOTrainer, model, inputs, weights: torch.Tensor | None = None, average: bool = False):
+    """Sequence log-probs [B] each of (policy chosen, policy rejected, reference chosen, reference rejected).
 
-    weights = inputs["token_weights"][..., 1:]  # [2B, T-1], aligned with the shifted labels
-    average = trainer.args.ddpo_average
+    Summed over the completion tokens, each token weighted by `weights` [2B, T-1] when given (ddpo; `average`
+    divides by the summed weights), unweighted otherwise (TRL's sum)."""
+    from align.losses import weighted_logps
+
     policy, mask = trainer.per_token_logps(model, inputs)
-    logps = weighted_logps(policy, mask, weights.to(policy.dtype), average=average)  # [2B]
     ref, _ = trainer.per_token_logps(model, inputs, reference=True)
-    ref_logps = weighted_logps(ref, mask, weights.to(ref.dtype), average=average)  # [2B]
+    ones = torch.ones((), dtype=policy.dtype, device=policy.device)
+    logps = weighted_logps(policy, mask, ones if weights is None else weights.to(policy.dtype), average=average)
+    ref_logps = weighted_logps(ref, mask, ones if weights is None else weights.to(ref.dtype), average=average)
     chosen, rejected = logps.chunk(2, dim=0)  # [B] each: the batch is [chosen, rejected]
     ref_chosen, ref_rejected = ref_logps.chunk(2, dim=0)
-    out = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, trainer.beta)
-    loss = out.losses.mean()
+    return chosen, rejected, ref_chosen, ref_rejected
+
+
+def _finish(trainer: AlignDPOTrainer, name: str, out, chosen, rejected, return_outputs, **extra):
+    """Log the DPO terms (TRL's names) plus `loss/<name>` and `extra`; the mean loss."""
     trainer.log_terms({
-        "loss/ddpo": out.losses,
+        f"loss/{name}": out.losses,
         "rewards/chosen": out.chosen_rewards,
         "rewards/rejected": out.rejected_rewards,
         "rewards/accuracies": (out.chosen_rewards > out.rejected_rewards).float(),
         "rewards/margins": out.chosen_rewards - out.rejected_rewards,
         "logps/chosen": chosen,
         "logps/rejected": rejected,
+        **extra,
     })
     if return_outputs:
-        raise NotImplementedError("ddpo does not return logits (prediction_loss_only evaluation only)")
-    return loss
+        raise NotImplementedError(f"{name} does not return logits (prediction_loss_only evaluation only)")
+    return out.losses.mean()
+
+
+def ddpo_compute_loss(trainer: AlignDPOTrainer, model, inputs, return_outputs=False):
+    """RLHF-V DDPO: token-weighted sequence log-probs (gamma inside the spans) for policy and reference, then
+    sigmoid DPO (`align.losses.dpo_loss`)."""
+    from align.losses import dpo_loss
+
+    weights = inputs["token_weights"][..., 1:]  # [2B, T-1], aligned with the shifted labels
+    chosen, rejected, ref_chosen, ref_rejected = pair_logps(trainer, model, inputs, weights,
+                                                            average=trainer.args.ddpo_average)
+    out = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, trainer.beta)
+    return _finish(trainer, "ddpo", out, chosen, rejected, return_outputs)
+
+
+def hsa_compute_loss(trainer: AlignDPOTrainer, model, inputs, return_outputs=False):
+    """HSA-DPO: summed log-probs, the rejected log-ratio scaled by each pair's `rejected_score` [B] (the chosen one
+    by `chosen_score` [B] with hsa_use_chosen_score), `align.losses.hsa_dpo_loss`."""
+    from align.losses import hsa_dpo_loss
+
+    chosen, rejected, ref_chosen, ref_rejected = pair_logps(trainer, model, inputs)
+    rejected_score = inputs["rejected_score"].to(chosen.dtype)  # [B]
+    chosen_score = inputs["chosen_score"].to(chosen.dtype) if trainer.args.hsa_use_chosen_score else None  # [B]
+    out = hsa_dpo_loss(chosen, rejected, ref_chosen, ref_rejected, trainer.beta, rejected_score, chosen_score)
+    return _finish(trainer, "hsa", out, chosen, rejected, return_outputs, **{"hsa/rejected_score": rejected_score})
+
+
+def stic_compute_loss(trainer: AlignDPOTrainer, model, inputs, return_outputs=False):
+    """STIC stage 1: summed log-probs, sigmoid DPO minus stic_sft_coef x the policy's chosen log-prob
+    (`align.losses.stic_loss`). The rejected log-prob is the label gather on the rejected tokens; STIC's code
+    instead scores the top-1/top-2 non-label tokens (POVID's `_get_noisy_batch_logps`), which is not reproduced."""
+    from align.losses import stic_loss
+
+    chosen, rejected, ref_chosen, ref_rejected = pair_logps(trainer, model, inputs)
+    out = stic_loss(chosen, rejected, ref_chosen, ref_rejected, trainer.beta, trainer.args.stic_sft_coef)
+    return _finish(trainer, "stic", out, chosen, rejected, return_outputs,
+                   **{"loss/stic_dpo": out.dpo_losses, "loss/stic_sft": out.sft_losses})

@@ -18,6 +18,14 @@ class Variant:
     token_weights: bool = False  # the collator adds `token_weights` [2B, T]
     compute_loss: Callable[..., Any] | None = None  # (trainer, model, inputs, return_outputs) -> loss
     sigmoid_only: bool = False  # only TRL's plain "sigmoid" loss makes sense with it
+    needs_scores: bool = False  # rows must carry rejected_score (and chosen_score, see `score_fields`); the collator
+    # adds them as `rejected_score` / `chosen_score` [B]
+
+    def score_fields(self, config) -> tuple[str, ...]:
+        """The per-row score fields this variant reads under `config` (checked on every row, then batched)."""
+        if not self.needs_scores:
+            return ()
+        return ("rejected_score", "chosen_score") if config.hsa_use_chosen_score else ("rejected_score",)
 
 
 def _ddpo_compute_loss(trainer, model, inputs, return_outputs):
@@ -26,12 +34,34 @@ def _ddpo_compute_loss(trainer, model, inputs, return_outputs):
     return ddpo_compute_loss(trainer, model, inputs, return_outputs)
 
 
+def _hsa_compute_loss(trainer, model, inputs, return_outputs):
+    from align.train.dpo.trainer import hsa_compute_loss
+
+    return hsa_compute_loss(trainer, model, inputs, return_outputs)
+
+
+def _stic_compute_loss(trainer, model, inputs, return_outputs):
+    from align.train.dpo.trainer import stic_compute_loss
+
+    return stic_compute_loss(trainer, model, inputs, return_outputs)
+
+
 VARIANTS: dict[str, Variant] = {
     "dpo": Variant(help="TRL's DPO; any TRL loss_type (sigmoid, ipo, hinge, ...) passes through unchanged."),
     "ddpo": Variant(
         help="RLHF-V dense DPO: tokens inside chosen_spans / rejected_spans weigh ddpo_gamma in the sequence "
              "log-probs of policy and reference (ddpo_average: divide by the summed weights).",
         needs_spans=True, token_weights=True, compute_loss=_ddpo_compute_loss, sigmoid_only=True,
+    ),
+    "hsa": Variant(
+        help="HSA-DPO severity-weighted DPO: each pair's rejected log-ratio is scaled by its rejected_score (and the "
+             "chosen one by chosen_score with hsa_use_chosen_score); rows must carry the scores.",
+        needs_scores=True, compute_loss=_hsa_compute_loss, sigmoid_only=True,
+    ),
+    "stic": Variant(
+        help="STIC stage 1: sigmoid DPO minus stic_sft_coef x the policy's summed chosen log-prob (an SFT-style "
+             "regulariser; STIC uses 1/1024).",
+        compute_loss=_stic_compute_loss, sigmoid_only=True,
     ),
 }
 
