@@ -1,7 +1,8 @@
 """`align dpo` end to end on tiny models and shapes pairs: every variant trains from the CLI on tiny llava and
 qwen2_vl, its margin grows on a fixed batch, `dpo` equals TRL's DPOTrainer on the same batch, and ddpo with all
-token weights 1, hsa with all scores 1 and stic with coefficient 0 equal it too; bad input stops the run before
-training."""
+token weights 1, hsa with all scores 1, stic with coefficient 0 and mdpo with weights (1, 0, 0) equal it too; mdpo
+scores its 3B rows in one policy call, with the same seeded m' for policy and reference; bad input stops the run
+before training."""
 
 from __future__ import annotations
 
@@ -45,6 +46,11 @@ def pairs(shapes_world, tmp_path_factory):
     noscores = [dict(r) for r in rows[:2]]
     del noscores[1]["rejected_score"]
     write_jsonl(out / "noscores.jsonl", noscores)
+    noimages = [dict(r) for r in rows[:2]]
+    noimages[1]["images"] = []
+    noimages[1]["prompt"] = [{"role": m["role"], "content": [c for c in m["content"] if c.get("type") != "image"]}
+                             if isinstance(m["content"], list) else m for m in noimages[1]["prompt"]]
+    write_jsonl(out / "noimages.jsonl", noimages)
     return out
 
 
@@ -72,6 +78,8 @@ def test_three_steps_from_the_cli(variant, family, tiny_checkpoint, pairs, run_c
         assert len({e["hsa/rejected_score"] for e in steps}) > 1
     if variant == "stic":
         assert all(e["loss/stic_sft"] > 0 for e in steps)
+    if variant == "mdpo":
+        assert all(key in e for e in steps for key in ("loss/mdpo_conditional", "rewards/corrupted_chosen"))
     assert (out / "config.json").is_file()
 
 
@@ -131,7 +139,7 @@ def _trainers(family, path, ref_path, variants, tmp_path, **cfg):
     policy, ref = models()
     plain = DPOTrainer(model=policy, ref_model=ref, args=DPOConfig(
         output_dir=str(tmp_path / "trl"), use_cpu=True, report_to="none", gradient_checkpointing=False, bf16=False,
-        **{k: v for k, v in cfg.items() if not k.startswith(("ddpo", "hsa", "stic"))}),
+        **{k: v for k, v in cfg.items() if not k.startswith(("ddpo", "hsa", "stic", "mdpo"))}),
         train_dataset=datasets.Dataset.from_dict({"images": [[], []]}), processing_class=processor)
     return aligned, plain, processor
 
@@ -149,8 +157,9 @@ def test_dpo_equals_trl_on_the_same_batch(loss_type, tiny_checkpoint, pairs, tmp
     from align.train.dpo.data import PreferenceCollator, load_preference_data
 
     path = tiny_checkpoint("llava")
-    variants = ["dpo", "ddpo", "hsa", "stic"] if loss_type == "sigmoid" else ["dpo"]
-    extra = {"ddpo_gamma": 1.0, "hsa_use_chosen_score": True, "stic_sft_coef": 0.0} if loss_type == "sigmoid" else {}
+    variants = ["dpo", "ddpo", "hsa", "stic", "mdpo"] if loss_type == "sigmoid" else ["dpo"]
+    extra = {"ddpo_gamma": 1.0, "hsa_use_chosen_score": True, "stic_sft_coef": 0.0, "mdpo_conditional_weight": 0.0,
+             "mdpo_anchor_weight": 0.0} if loss_type == "sigmoid" else {}
     aligned, plain, processor = _trainers("llava", path, tiny_checkpoint("llava", seed=1), variants, tmp_path,
                                           loss_type=[loss_type], **extra)
     scores = ("rejected_score", "chosen_score")
@@ -181,6 +190,16 @@ def test_dpo_equals_trl_on_the_same_batch(loss_type, tiny_checkpoint, pairs, tmp
     # a coefficient != 0 adds the SFT term to stic: -coef * mean summed chosen log-prob, which is > 0
     aligned["stic"].args.stic_sft_coef = 1 / 1024
     assert _loss(aligned["stic"], batch) - expected > 1e-6
+    # mdpo with weights (1, 0, 0) on its 3B batch (the first 2B rows are the dpo batch) is dpo; the other two
+    # terms do reach the loss
+    three = PreferenceCollator(ConversationEncoder(processor, "llava"), data, corruption_seed=42)(
+        [{"row": 0}, {"row": 1}])
+    assert three["input_ids"].shape[0] == 6
+    assert abs(_loss(aligned["mdpo"], three) - expected) < 1e-6
+    aligned["mdpo"].args.mdpo_conditional_weight = 1.0
+    assert abs(_loss(aligned["mdpo"], three) - expected) > 1e-4
+    aligned["mdpo"].args.mdpo_conditional_weight, aligned["mdpo"].args.mdpo_anchor_weight = 0.0, 1.0
+    assert abs(_loss(aligned["mdpo"], three) - expected) > 1e-4
 
 
 def test_pipeline_equals_trl_collator_and_trainer_on_qwen2_vl(tiny_checkpoint, pairs, tmp_path):
@@ -212,8 +231,9 @@ def test_pipeline_equals_trl_collator_and_trainer_on_qwen2_vl(tiny_checkpoint, p
 @pytest.mark.parametrize(("data", "args", "message"), [
     ("nospans.jsonl", ["--variant", "ddpo"], "field 'chosen_spans'"),
     ("badspans.jsonl", ["--variant", "ddpo"], "is not inside the rejected text"),
-    ("fixed.jsonl", ["--variant", "nope"], "known variants: dpo, ddpo, hsa, stic"),
+    ("fixed.jsonl", ["--variant", "nope"], "known variants: dpo, ddpo, hsa, stic, mdpo"),
     ("noscores.jsonl", ["--variant", "hsa"], "field 'rejected_score'"),
+    ("noimages.jsonl", ["--variant", "mdpo"], "field 'images'"),
 ])
 def test_bad_input_fails_before_training(data, args, message, tiny_checkpoint, pairs, run_cli, tmp_path):
     out = tmp_path / "out"
@@ -244,13 +264,101 @@ def test_spans_mark_the_changed_words_in_context(family, tiny_checkpoint, pairs)
         assert marked == [text[s:e] for s, e in record[f"{side}_spans"]], (side, marked)
 
 
-def test_hsa_without_scores_fails_before_training_in_one_line(tiny_checkpoint, pairs, run_cli, tmp_path):
-    """A row without rejected_score: exit 2 before any training, one line naming the file, row and field."""
+@pytest.mark.parametrize(("variant", "data", "field"), [
+    ("hsa", "noscores.jsonl", "rejected_score"),
+    ("mdpo", "noimages.jsonl", "images"),
+])
+def test_missing_field_fails_before_training_in_one_line(variant, data, field, tiny_checkpoint, pairs, run_cli,
+                                                         tmp_path):
+    """A row without rejected_score (hsa) or without an image (mdpo): exit 2 before any training, one line naming
+    the file, row and field."""
     out = tmp_path / "out"
-    result = run_cli("dpo", "--variant", "hsa", "--model", tiny_checkpoint("llava"), "--data",
-                     pairs / "noscores.jsonl", "--output-dir", out, "max_steps=1")
+    result = run_cli("dpo", "--variant", variant, "--model", tiny_checkpoint("llava"), "--data",
+                     pairs / data, "--output-dir", out, "max_steps=1")
     assert result.code == 2, result
     lines = result.err.strip().splitlines()
     assert len(lines) == 1, result.err
-    assert "noscores.jsonl" in lines[0] and "row 2" in lines[0] and "field 'rejected_score'" in lines[0], lines
+    assert data in lines[0] and "row 2" in lines[0] and f"field '{field}'" in lines[0], lines
     assert not out.exists() or not any(out.iterdir())
+
+
+def _mdpo_trainer(family, tiny_checkpoint, tmp_path):
+
+    aligned, _, processor = _trainers(family, tiny_checkpoint(family), tiny_checkpoint(family, seed=1), ["mdpo"],
+                                      tmp_path)
+    return aligned["mdpo"], processor
+
+
+def _mdpo_collator(processor, family, path, seed):
+    from align.data.collate import ConversationEncoder
+    from align.train.dpo.data import PreferenceCollator, load_preference_data
+
+    data = load_preference_data(path, processor, family, needs_images=True)
+    return PreferenceCollator(ConversationEncoder(processor, family), data, corruption_seed=seed)
+
+
+def _calls(module, seen):
+    def hook(_module, args, kwargs):
+        seen.append({k: v.clone() for k, v in kwargs.items() if k in ("input_ids", "pixel_values")})
+    return module.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_mdpo_one_policy_call_same_corruption_for_policy_and_reference(family, tiny_checkpoint, pairs, tmp_path):
+    """One mdpo step: the policy is called once on all 3B rows (chosen, rejected, chosen under m'), the reference
+    once on the same rows and the same pixels (the same m'); the same seed rebuilds the same m', another seed not."""
+    trainer, processor = _mdpo_trainer(family, tiny_checkpoint, tmp_path)
+    batch = _mdpo_collator(processor, family, pairs / "fixed.jsonl", 7)([{"row": 0}, {"row": 1}])
+    assert batch["input_ids"].shape[0] == 6 and batch["completion_mask"].shape[0] == 6
+    policy_calls, ref_calls = [], []
+    handles = [_calls(trainer.model, policy_calls), _calls(trainer.ref_model, ref_calls)]
+    try:
+        trainer.model.train()
+        loss = trainer._compute_loss(trainer.model, dict(batch), False)
+        loss.backward()
+    finally:
+        for h in handles:
+            h.remove()
+    assert len(policy_calls) == 1 and len(ref_calls) == 1
+    assert policy_calls[0]["input_ids"].shape[0] == 6
+    assert torch.equal(policy_calls[0]["input_ids"], ref_calls[0]["input_ids"])
+    assert torch.equal(policy_calls[0]["pixel_values"], ref_calls[0]["pixel_values"])
+    again = _mdpo_collator(processor, family, pairs / "fixed.jsonl", 7)([{"row": 0}, {"row": 1}])
+    assert torch.equal(again["pixel_values"], batch["pixel_values"])
+    other = _mdpo_collator(processor, family, pairs / "fixed.jsonl", 8)([{"row": 0}, {"row": 1}])
+    assert not torch.equal(other["pixel_values"], batch["pixel_values"])
+    # the clean images of chosen and rejected are untouched: only the m' group changes with the seed
+    n = batch["pixel_values"].shape[0]
+    assert torch.equal(other["pixel_values"][: 2 * n // 3], batch["pixel_values"][: 2 * n // 3])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_mdpo_uses_the_rows_corrupted_images(family, tiny_checkpoint, pairs, tmp_path):
+    """A row's own corrupted_images are its m' (encoded exactly like that image), not a crop; on qwen2_vl its other
+    size gives other image-token counts, and the chosen tokens are still the ones marked."""
+    from PIL import Image
+
+    from align.data.collate import ConversationEncoder, Example
+    from align.data.io import read_records, write_jsonl
+    from align.models.load import load_model_and_processor
+
+    rows = [dict(r) for r in read_records(pairs / "fixed.jsonl")]
+    grey = pairs / "images" / "mdpo-grey.png"  # beside the clean images: paths resolve under the data's folder
+    Image.new("RGB", (48, 40), (128, 64, 32)).save(grey)
+    for r in rows:
+        r["corrupted_images"] = ["images/mdpo-grey.png"] * len(r["images"])
+    write_jsonl(pairs / "corrupted.jsonl", rows)
+    processor = load_model_and_processor(tiny_checkpoint(family), dtype="float32")[1]
+    collate = _mdpo_collator(processor, family, pairs / "corrupted.jsonl", 7)
+    batch = collate([{"row": 0}, {"row": 1}])
+    mask = batch["completion_mask"]
+    assert torch.equal(mask[:2].sum(1), mask[4:].sum(1))
+    for i in (0, 1):
+        assert torch.equal(batch["input_ids"][i][mask[i].bool()], batch["input_ids"][4 + i][mask[4 + i].bool()])
+    own = ConversationEncoder(processor, family).encode(
+        [Example(list(r["prompt"]) + list(r["chosen"]), [Image.open(grey).convert("RGB")] * len(r["images"]), [])
+         for r in rows])
+    n = own["pixel_values"].shape[0]
+    assert torch.equal(batch["pixel_values"][-n:], own["pixel_values"])
+    cropped = _mdpo_collator(processor, family, pairs / "fixed.jsonl", 7)([{"row": 0}, {"row": 1}])
+    assert not torch.equal(cropped["pixel_values"][-n:], own["pixel_values"])

@@ -1,5 +1,5 @@
 """`AlignDPOConfig` cross-field rules: unknown variants list the known ones; ddpo, hsa and stic only with the
-sigmoid loss; stic's coefficient is a finite number >= 0."""
+sigmoid loss; stic's coefficient is a finite number >= 0; mdpo's weights and anchor are checked."""
 
 from __future__ import annotations
 
@@ -53,3 +53,31 @@ def test_stic_coefficient_is_finite_and_not_negative(coef, tmp_path):
 def test_cpu_defaults(tmp_path):
     cfg = AlignDPOConfig(output_dir=str(tmp_path))
     assert cfg.variant == "dpo" and cfg.remove_unused_columns is False and cfg.gradient_checkpointing is False
+
+
+def test_mdpo_defaults_and_sigmoid_only(tmp_path):
+    cfg = AlignDPOConfig(output_dir=str(tmp_path), variant="mdpo")
+    assert (cfg.mdpo_anchor, cfg.mdpo_dpo_weight, cfg.mdpo_conditional_weight, cfg.mdpo_anchor_weight) == (
+        0.0, 1.0, 1.0, 1.0)
+    assert VARIANTS["mdpo"].corrupted_chosen and not VARIANTS["dpo"].corrupted_chosen
+    with pytest.raises(ConfigError, match="variant mdpo: loss_type must be sigmoid"):
+        AlignDPOConfig(output_dir=str(tmp_path), variant="mdpo", loss_type=["ipo"])
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("mdpo_dpo_weight", -1.0, "mdpo_dpo_weight must be a finite number >= 0"),
+    ("mdpo_conditional_weight", float("nan"), "mdpo_conditional_weight must be a finite number >= 0"),
+    ("mdpo_anchor_weight", float("inf"), "mdpo_anchor_weight must be a finite number >= 0"),
+    ("mdpo_anchor", float("nan"), "mdpo_anchor must be a finite number"),
+])
+def test_mdpo_weights_and_anchor_are_checked(name, value, message, tmp_path):
+    with pytest.raises(ConfigError, match=message):
+        AlignDPOConfig(output_dir=str(tmp_path), variant="mdpo", **{name: value})
+
+
+def test_mdpo_fields_have_help():
+    from dataclasses import fields
+
+    helps = {f.name: f.metadata.get("help", "") for f in fields(AlignDPOConfig)}
+    for name in ("mdpo_anchor", "mdpo_dpo_weight", "mdpo_conditional_weight", "mdpo_anchor_weight"):
+        assert helps[name].startswith("mdpo:"), name

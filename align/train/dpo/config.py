@@ -16,7 +16,7 @@ class AlignDPOConfig(RunFields, DPOConfig):
     """DPOConfig plus what align needs to pick the variant, model, data and trainable parts."""
 
     variant: str = field(
-        default="dpo", metadata={"help": "Preference-optimisation variant (see VARIANTS): dpo, ddpo, hsa, stic."}
+        default="dpo", metadata={"help": "Preference-optimisation variant (see VARIANTS): dpo, ddpo, hsa, stic, mdpo."}
     )
     ref_model: str | None = field(
         default=None,
@@ -43,6 +43,21 @@ class AlignDPOConfig(RunFields, DPOConfig):
         metadata={"help": "stic: coefficient of the policy's summed chosen log-prob subtracted from the DPO loss "
                           "(STIC's code: 1/1024; 0 gives plain sigmoid DPO)."},
     )
+    mdpo_anchor: float = field(
+        default=0.0,
+        metadata={"help": "mdpo: the reward anchor delta, -logsig(beta * chosen log-ratio - delta) (mDPO's code: 0)."},
+    )
+    mdpo_dpo_weight: float = field(
+        default=1.0, metadata={"help": "mdpo: weight of the response-preference (plain DPO) term (mDPO: 1)."}
+    )
+    mdpo_conditional_weight: float = field(
+        default=1.0,
+        metadata={"help": "mdpo: weight of the conditional image-preference term, chosen under m beating chosen "
+                          "under the corrupted m' (mDPO: 1)."},
+    )
+    mdpo_anchor_weight: float = field(
+        default=1.0, metadata={"help": "mdpo: weight of the reward-anchor term (mDPO: 1)."}
+    )
 
     def __post_init__(self):
         from align.train.dpo.variants import VARIANTS
@@ -58,6 +73,12 @@ class AlignDPOConfig(RunFields, DPOConfig):
         if not (isinstance(self.stic_sft_coef, (int, float)) and not isinstance(self.stic_sft_coef, bool)
                 and math.isfinite(self.stic_sft_coef) and self.stic_sft_coef >= 0):
             problems.append(f"stic_sft_coef must be a finite number >= 0, got {self.stic_sft_coef!r}")
+        if not _finite(self.mdpo_anchor):
+            problems.append(f"mdpo_anchor must be a finite number, got {self.mdpo_anchor!r}")
+        for name in ("mdpo_dpo_weight", "mdpo_conditional_weight", "mdpo_anchor_weight"):
+            value = getattr(self, name)
+            if not (_finite(value) and value >= 0):
+                problems.append(f"{name} must be a finite number >= 0, got {value!r}")
         if self.precompute_ref_log_probs:
             problems.append("precompute_ref_log_probs is not supported (align's batches are built on the fly); "
                             "set it to false")
@@ -75,3 +96,7 @@ class AlignDPOConfig(RunFields, DPOConfig):
                 extra.append("ld_alpha and use_weighting are TRL-loss options it does not use")
             if extra:
                 raise ConfigError([f"variant {self.variant}: {p}" for p in extra])
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

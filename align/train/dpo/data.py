@@ -5,6 +5,12 @@ own encoder (`ConversationEncoder`), and the completion is the assistant span fo
 works for every family (TRL's `DataCollatorForVisionPreference` tokenizes prompt and completion apart, which
 breaks families whose processor must see the whole conversation). Everything that can be wrong with a row is
 found before training: the data contract, missing spans or scores for a variant that needs them, over-long pairs.
+
+mdpo adds a third row group, the chosen response under the corrupted image m': the row's `corrupted_images`
+(loaded like `images`) or a random resized crop keeping 1-20% of the area (mDPO's m'), seeded by
+`corruption_seed(seed, row)`, so the policy and the reference score the same m' (both read the one batch) and a
+rerun with the same seed builds the same m'. (mDPO's code draws a fresh crop on every forward pass, so its policy
+and reference see different crops; here each row keeps its crop for the whole run.)
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ class PairLayout:
     rejected: Spans
     chosen_weighted: tuple[int, ...] = ()
     rejected_weighted: tuple[int, ...] = ()
+    corrupted: Spans | None = None  # mdpo: chosen under the row's own corrupted_images (None: same as `chosen`)
 
 
 @dataclass
@@ -44,6 +51,52 @@ class PreferenceData:
     def load_pair(self, index: int) -> tuple[Example, Example]:
         path, row = self.origins[index]
         return _pair(self.records[index], self.base_dir, self.image_root, path, row)
+
+    def load_corrupted_chosen(self, index: int, seed: int) -> Example:
+        """mdpo: [prompt + chosen] under the corrupted image m' (the row's corrupted_images, else a crop seeded by
+        `corruption_seed(seed, index)`)."""
+        path, row = self.origins[index]
+        return _corrupted_chosen(self.records[index], self.base_dir, self.image_root, path, row,
+                                 corruption_seed(seed, index))
+
+
+MDPO_CROP_SCALE = (0.01, 0.2)  # mDPO's RandomResizedCrop(scale=(0.01, 0.2)): 1-20% of the area
+
+
+def corruption_seed(seed: int, row: int) -> int:
+    """Row `row`'s own 63-bit seed for its m' under the run's `seed`, stable across runs and platforms."""
+    import hashlib
+
+    digest = hashlib.sha256(f"mdpo-corruption\x1f{int(seed)}\x1f{int(row)}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def _corrupted_chosen(record: dict, base_dir, image_root, path, row, seed: int) -> Example:
+    from align.data.images import load_media
+
+    prompt = list(record["prompt"])
+    if record.get("corrupted_images") is not None:
+        loaded = [load_media(v, base_dir, image_root, path=path, row=row, field="corrupted_images")
+                  for v in record["corrupted_images"]]
+        images, videos = split_media(loaded)
+        return Example(prompt + list(record["chosen"]), images, videos)
+    from data_builders.corrupt.image import apply_corruption
+
+    loaded = [load_media(v, base_dir, image_root, path=path, row=row, field="images") for v in record["images"]]
+    # Every still image and every video (all its frames alike: the same crop box) gets its own seed from `seed`.
+    flat, seeds, sizes = [], [], []
+    for i, item in enumerate(loaded):
+        frames = item if isinstance(item, list) else [item]
+        flat += frames
+        seeds += [corruption_seed(seed, i)] * len(frames)
+        sizes.append(len(frames) if isinstance(item, list) else None)
+    cropped, _ = apply_corruption("random_resized_crop", flat, seed=seeds, scale=MDPO_CROP_SCALE)
+    media, k = [], 0
+    for n in sizes:
+        media.append(cropped[k] if n is None else cropped[k:k + n])
+        k += 1 if n is None else n
+    images, videos = split_media(media)
+    return Example(prompt + list(record["chosen"]), images, videos)
 
 
 def _pair(record: dict, base_dir, image_root, path, row) -> tuple[Example, Example]:
@@ -89,10 +142,12 @@ def load_preference_data(
     too_long: str = "error",
     needs_spans: bool = False,
     score_fields: Sequence[str] = (),
+    needs_images: bool = False,
 ) -> PreferenceData:
     """Read and check every pair; compute both sides' completion spans (and weighted tokens) up front.
 
-    `score_fields` (e.g. hsa's rejected_score) must be present on every row; the schema has checked their type."""
+    `score_fields` (e.g. hsa's rejected_score) must be present on every row; the schema has checked their type.
+    `needs_images` (mdpo): every row must carry an image; a row's `corrupted_images` get their own layout."""
     from align.data.io import read_records
     from align.data.messages import completion_text
     from align.data.schema import validate_records
@@ -115,8 +170,15 @@ def load_preference_data(
             if record.get(name) is None:
                 raise DataError(origin, f"this variant weights each pair by its {name}, but the row has none; "
                                 "add the score to every row or pick variant dpo", row=row, field=name)
+        if needs_images and not record.get("images"):
+            raise DataError(origin, "this variant scores the chosen response under a corrupted copy of the row's "
+                            "image, but the row has no image; add images or pick variant dpo",
+                            row=row, field="images")
+        examples = list(_pair(record, records.base_dir, image_root, origin, row))
+        if needs_images and record.get("corrupted_images") is not None:
+            examples.append(_corrupted_chosen(record, records.base_dir, image_root, origin, row, 0))
         sides = []
-        for example in _pair(record, records.base_dir, image_root, origin, row):
+        for example in examples:
             layout = encoder.assistant_spans(example)
             if not layout.assistant:
                 raise DataError(origin, "no completion tokens (empty assistant turn?)", row=row, field="chosen")
@@ -141,7 +203,8 @@ def load_preference_data(
                     raise DataError(origin, str(exc), row=row, field=f"{side}_spans") from None
                 weighted[i] = tuple(start + k for k in ks)
         kept.append(record)
-        layouts.append(PairLayout(sides[0], sides[1], weighted[0], weighted[1]))
+        layouts.append(PairLayout(sides[0], sides[1], weighted[0], weighted[1],
+                                  sides[2] if len(sides) > 2 else None))
         origins.append((origin, row))
     if not kept:
         raise DataError(path, f"every pair is longer than max_length {max_length}; raise max_length")
@@ -165,7 +228,8 @@ def _flush_left(batch: dict, width_key: str = "input_ids") -> dict:
 
 
 class PreferenceCollator:
-    """`Trainer` collator: rows (a `row` index each) -> TRL's DPO batch of 2B rows, chosen rows first.
+    """`Trainer` collator: rows (a `row` index each) -> TRL's DPO batch of 2B rows, chosen rows first; with
+    `corruption_seed` (mdpo) 3B rows: chosen, rejected, then chosen under the corrupted image m'.
 
     Keys: whatever the family's encoder gives (input_ids, attention_mask, pixel_values, ...; all model inputs),
     `completion_mask` [2B, T] (1 on the assistant turn's tokens), and for span-weighted variants `token_weights`
@@ -174,8 +238,9 @@ class PreferenceCollator:
     """
 
     def __init__(self, encoder: ConversationEncoder, data: PreferenceData, gamma: float | None = None,
-                 scores: Sequence[str] = ()):
+                 scores: Sequence[str] = (), corruption_seed: int | None = None):
         self.encoder, self.data, self.gamma, self.scores = encoder, data, gamma, tuple(scores)
+        self.corruption_seed = corruption_seed
 
     def __call__(self, features: list[dict]) -> dict:
         import torch
@@ -185,13 +250,18 @@ class PreferenceCollator:
         layouts = [self.data.layouts[r] for r in rows]
         examples = [p[0] for p in pairs] + [p[1] for p in pairs]  # [2B]: chosen rows first, rejected rows second
         spans = [la.chosen for la in layouts] + [la.rejected for la in layouts]
+        if self.corruption_seed is not None:  # [3B]: + chosen under m', the same for policy and reference
+            examples += [self.data.load_corrupted_chosen(r, self.corruption_seed) for r in rows]
+            spans += [la.chosen if la.corrupted is None else la.corrupted for la in layouts]
         batch = dict(self.encoder.encode(examples, add_generation_prompt=False))
         labels = labels_from_spans(batch, spans)  # checks the left padding and the batch invariance
-        batch["completion_mask"] = (labels != -100).long()  # [2B, T]
+        batch["completion_mask"] = (labels != -100).long()  # [2B, T] (mdpo: [3B, T])
         if self.gamma is not None:
             weights = torch.ones(labels.shape, dtype=torch.float32)  # [2B, T]
             width = labels.shape[1]
             marked = [la.chosen_weighted for la in layouts] + [la.rejected_weighted for la in layouts]
+            if self.corruption_seed is not None:
+                marked += [la.chosen_weighted for la in layouts]
             for i, (layout, positions) in enumerate(zip(spans, marked, strict=True)):
                 offset = width - layout.length
                 for p in positions:

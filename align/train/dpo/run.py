@@ -42,7 +42,8 @@ def run_dpo(config: AlignDPOConfig, resume: bool = False, progress: bool = True)
     policy = cfg.train or natural_policy(family)
     # Rows are checked (contract, spans, lengths) before anything trains or is written.
     data = load_preference_data(cfg.data, processor, family, cfg.image_root, cfg.max_length, cfg.too_long,
-                                needs_spans=variant.needs_spans, score_fields=variant.score_fields(cfg))
+                                needs_spans=variant.needs_spans, score_fields=variant.score_fields(cfg),
+                                needs_images=variant.corrupted_chosen)
     title = f"dpo --variant {cfg.variant}: {family}, train={policy}, {len(data)} pairs"
     if data.dropped:
         title += f" ({data.dropped} too long, dropped)"
@@ -63,7 +64,8 @@ def run_dpo(config: AlignDPOConfig, resume: bool = False, progress: bool = True)
         train_dataset=datasets.Dataset.from_dict({"row": list(range(len(data)))}),
         data_collator=PreferenceCollator(ConversationEncoder(processor, family), data,
                                          gamma=cfg.ddpo_gamma if variant.token_weights else None,
-                                         scores=variant.score_fields(cfg)),
+                                         scores=variant.score_fields(cfg),
+                                         corruption_seed=cfg.seed if variant.corrupted_chosen else None),
         processing_class=processor,
         family=family,
     )

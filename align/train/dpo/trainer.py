@@ -5,7 +5,7 @@ Overrides (each recorded in tests/unit/test_trl_seam.py):
   run is the adapter-disabled policy (TRL would add a copy of the adapter named "ref").
 - `_prepare_dataset`: identity; align's collator tokenizes (the dataset holds only row indices).
 - `_compute_loss`: TRL's own for `dpo`; the variant's for the others (`ddpo_compute_loss`, `hsa_compute_loss`,
-  `stic_compute_loss` below).
+  `stic_compute_loss`, `mdpo_compute_loss` below).
 """
 
 from __future__ import annotations
@@ -65,14 +65,15 @@ class AlignDPOTrainer(CheckpointResumeMixin, DPOTrainer):
     # ---- shared by the variants that replace the loss ----
 
     def per_token_logps(self, model, inputs, reference: bool = False):
-        """(per-token log-probs [2B, T-1], shifted completion mask [2B, T-1]) of the policy or the reference."""
+        """(per-token log-probs [N, T-1], shifted completion mask [N, T-1]) of the policy or the reference, one model
+        call over all N = groups x B rows of the batch (2B; 3B for mdpo)."""
         from trl.models.utils import disable_gradient_checkpointing
         from trl.trainer.utils import use_adapter
 
         model_kwargs = {k: v for k, v in inputs.items() if k not in NON_MODEL_KEYS}
         model_kwargs["use_cache"] = False
-        completion_mask = inputs["completion_mask"]  # [2B, T]
-        shift_mask = completion_mask[..., 1:]  # [2B, T-1]
+        completion_mask = inputs["completion_mask"]  # [N, T]
+        shift_mask = completion_mask[..., 1:]  # [N, T-1]
         labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
         if not reference:
             outputs = model(**model_kwargs, labels=labels, fused_lm_head=True)
@@ -98,10 +99,13 @@ class AlignDPOTrainer(CheckpointResumeMixin, DPOTrainer):
             self._metrics[mode][key].append(self.accelerator.gather(value.detach().float()).mean().item())
 
 
-def pair_logps(trainer: AlignDPOTrainer, model, inputs, weights: torch.Tensor | None = None, average: bool = False):
-    """Sequence log-probs [B] each of (policy chosen, policy rejected, reference chosen, reference rejected).
+def pair_logps(trainer: AlignDPOTrainer, model, inputs, weights: torch.Tensor | None = None, average: bool = False,
+               groups: int = 2):
+    """Sequence log-probs [B] of each row group of the policy, then of the reference: with 2 groups (policy chosen,
+    policy rejected, reference chosen, reference rejected); with 3 (mdpo) the chosen-under-m' group follows each
+    side's rejected one. One model call each for the policy and the reference, over all groups x B rows.
 
-    Summed over the completion tokens, each token weighted by `weights` [2B, T-1] when given (ddpo; `average`
+    Summed over the completion tokens, each token weighted by `weights` [N, T-1] when given (ddpo; `average`
     divides by the summed weights), unweighted otherwise (TRL's sum)."""
     from align.losses import weighted_logps
 
@@ -110,9 +114,10 @@ def pair_logps(trainer: AlignDPOTrainer, model, inputs, weights: torch.Tensor | 
     ones = torch.ones((), dtype=policy.dtype, device=policy.device)
     logps = weighted_logps(policy, mask, ones if weights is None else weights.to(policy.dtype), average=average)
     ref_logps = weighted_logps(ref, mask, ones if weights is None else weights.to(ref.dtype), average=average)
-    chosen, rejected = logps.chunk(2, dim=0)  # [B] each: the batch is [chosen, rejected]
-    ref_chosen, ref_rejected = ref_logps.chunk(2, dim=0)
-    return chosen, rejected, ref_chosen, ref_rejected
+    if logps.shape[0] % groups:
+        raise ValueError(f"a batch of {logps.shape[0]} rows does not split into {groups} row groups")
+    # [B] each: the batch is [chosen, rejected] (mdpo: [chosen, rejected, chosen under m'])
+    return (*logps.chunk(groups, dim=0), *ref_logps.chunk(groups, dim=0))
 
 
 def _finish(trainer: AlignDPOTrainer, name: str, out, chosen, rejected, return_outputs, **extra):
@@ -166,3 +171,22 @@ def stic_compute_loss(trainer: AlignDPOTrainer, model, inputs, return_outputs=Fa
     out = stic_loss(chosen, rejected, ref_chosen, ref_rejected, trainer.beta, trainer.args.stic_sft_coef)
     return _finish(trainer, "stic", out, chosen, rejected, return_outputs,
                    **{"loss/stic_dpo": out.dpo_losses, "loss/stic_sft": out.sft_losses})
+
+
+def mdpo_compute_loss(trainer: AlignDPOTrainer, model, inputs, return_outputs=False):
+    """mDPO: summed log-probs of the 3B rows [chosen | rejected | chosen under m'] from one policy call and one
+    reference call over the same batch (so both score the same m'), `align.losses.mdpo_loss`."""
+    from align.losses import mdpo_loss
+
+    chosen, rejected, corrupted, ref_chosen, ref_rejected, ref_corrupted = pair_logps(trainer, model, inputs,
+                                                                                      groups=3)
+    args = trainer.args
+    out = mdpo_loss(chosen, rejected, corrupted, ref_chosen, ref_rejected, ref_corrupted, trainer.beta,
+                    anchor=args.mdpo_anchor, dpo_weight=args.mdpo_dpo_weight,
+                    conditional_weight=args.mdpo_conditional_weight, anchor_weight=args.mdpo_anchor_weight)
+    return _finish(trainer, "mdpo", out, chosen, rejected, return_outputs, **{
+        "loss/mdpo_dpo": out.dpo_losses, "loss/mdpo_conditional": out.conditional_losses,
+        "loss/mdpo_anchor": out.anchor_losses, "rewards/corrupted_chosen": out.corrupted_chosen_rewards,
+        "rewards/conditional_margins": out.chosen_rewards - out.corrupted_chosen_rewards,
+        "logps/corrupted_chosen": corrupted,
+    })

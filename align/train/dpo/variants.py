@@ -20,6 +20,8 @@ class Variant:
     sigmoid_only: bool = False  # only TRL's plain "sigmoid" loss makes sense with it
     needs_scores: bool = False  # rows must carry rejected_score (and chosen_score, see `score_fields`); the collator
     # adds them as `rejected_score` / `chosen_score` [B]
+    corrupted_chosen: bool = False  # rows must carry an image; the collator adds a third row group, the chosen
+    # response under the corrupted image m' (the row's `corrupted_images`, or a seeded random resized crop): [3B]
 
     def score_fields(self, config) -> tuple[str, ...]:
         """The per-row score fields this variant reads under `config` (checked on every row, then batched)."""
@@ -46,6 +48,12 @@ def _stic_compute_loss(trainer, model, inputs, return_outputs):
     return stic_compute_loss(trainer, model, inputs, return_outputs)
 
 
+def _mdpo_compute_loss(trainer, model, inputs, return_outputs):
+    from align.train.dpo.trainer import mdpo_compute_loss
+
+    return mdpo_compute_loss(trainer, model, inputs, return_outputs)
+
+
 VARIANTS: dict[str, Variant] = {
     "dpo": Variant(help="TRL's DPO; any TRL loss_type (sigmoid, ipo, hinge, ...) passes through unchanged."),
     "ddpo": Variant(
@@ -62,6 +70,13 @@ VARIANTS: dict[str, Variant] = {
         help="STIC stage 1: sigmoid DPO minus stic_sft_coef x the policy's summed chosen log-prob (an SFT-style "
              "regulariser; STIC uses 1/1024).",
         compute_loss=_stic_compute_loss, sigmoid_only=True,
+    ),
+    "mdpo": Variant(
+        help="mDPO: sigmoid DPO + conditional image preference (chosen under the image m beats chosen under a "
+             "corrupted m': the row's corrupted_images or a seeded 1-20%-area random resized crop) + reward anchor "
+             "(mdpo_anchor); weights mdpo_dpo_weight, mdpo_conditional_weight, mdpo_anchor_weight. Rows need "
+             "an image.",
+        corrupted_chosen=True, compute_loss=_mdpo_compute_loss, sigmoid_only=True,
     ),
 }
 
