@@ -42,6 +42,14 @@ def split_media(loaded: Sequence[Any]) -> tuple[list[Any], list[list[Any]]]:
     return images, videos
 
 
+def load_record_media(values, base_dir, image_root, path, row, field: str = "images"):
+    """A record's image column, decoded -> (still images, videos); errors name the file, row and field."""
+    from align.data.images import load_media
+
+    loaded = [load_media(v, base_dir, image_root, path=path, row=row, field=field) for v in values or []]
+    return split_media(loaded)
+
+
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     n = min(len(a), len(b))
     for i in range(n):

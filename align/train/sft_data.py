@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from align.data.collate import ConversationEncoder, Example, Spans, split_media
+from align.data.collate import ConversationEncoder, Example, Spans, load_record_media
 from align.errors import DataError
 
 
@@ -35,11 +35,7 @@ class SFTData:
 
 def _example(record: dict, base_dir, image_root, path, row) -> tuple[Example, list[tuple[int, int]]]:
     """(Example, sizes of the still images) for one validated SFT record."""
-    from align.data.images import load_media
-
-    loaded = [load_media(value, base_dir, image_root, path=path, row=row, field="images")
-              for value in record.get("images") or []]
-    images, videos = split_media(loaded)
+    images, videos = load_record_media(record.get("images"), base_dir, image_root, path, row)
     return Example(record["messages"], images, videos), [im.size for im in images]
 
 

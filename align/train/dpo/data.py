@@ -20,7 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from align.data.collate import ConversationEncoder, Example, Spans, labels_from_spans, split_media
+from align.data.collate import (
+    ConversationEncoder,
+    Example,
+    Spans,
+    labels_from_spans,
+    load_record_media,
+    split_media,
+)
 from align.errors import DataError
 
 
@@ -76,9 +83,8 @@ def _corrupted_chosen(record: dict, base_dir, image_root, path, row, seed: int) 
 
     prompt = list(record["prompt"])
     if record.get("corrupted_images") is not None:
-        loaded = [load_media(v, base_dir, image_root, path=path, row=row, field="corrupted_images")
-                  for v in record["corrupted_images"]]
-        images, videos = split_media(loaded)
+        images, videos = load_record_media(record["corrupted_images"], base_dir, image_root, path, row,
+                                           field="corrupted_images")
         return Example(prompt + list(record["chosen"]), images, videos)
     from data_builders.corrupt.image import apply_corruption
 
@@ -100,11 +106,7 @@ def _corrupted_chosen(record: dict, base_dir, image_root, path, row, seed: int) 
 
 
 def _pair(record: dict, base_dir, image_root, path, row) -> tuple[Example, Example]:
-    from align.data.images import load_media
-
-    loaded = [load_media(v, base_dir, image_root, path=path, row=row, field="images")
-              for v in record.get("images") or []]
-    images, videos = split_media(loaded)
+    images, videos = load_record_media(record.get("images"), base_dir, image_root, path, row)
     prompt = list(record["prompt"])
     return (Example(prompt + list(record["chosen"]), images, videos),
             Example(prompt + list(record["rejected"]), images, videos))
