@@ -11,7 +11,7 @@ from align.cli._options import ConfigOpt, OverridesArg
 
 
 def dpo(
-    variant: Annotated[str | None, typer.Option("--variant", "-v", help="dpo or ddpo (see VARIANTS).")] = None,
+    variant: Annotated[str | None, typer.Option("--variant", "-v", help="dpo, ddpo, mdpo, hsa, stic, halva or povid.")] = None,
     config: ConfigOpt = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Policy checkpoint: folder or hub id.")] = None,
     data: Annotated[Path | None, typer.Option("--data", "-d", help="Preference records (file or folder).")] = None,

@@ -15,12 +15,14 @@ def tiny(
     family: Annotated[str, typer.Option("--family", "-f", help="Model family (see `align models families`).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (written atomically).")],
     seed: Annotated[int, typer.Option("--seed", help="Random seed for weights and tokenizer.")] = 0,
+    size: Annotated[str | None, typer.Option(
+        "--size", help="llava only: tiny (default, 0.24M parameters), small (0.89M) or base (20.5M).")] = None,
 ) -> None:
     """Build a tiny random checkpoint of FAMILY offline: config, safetensors, tokenizer, processor, chat template."""
     from align.models.report import print_model_summary
     from align.models.tiny import build_tiny_atomic
 
-    path = build_tiny_atomic(family, out, seed=seed)
+    path = build_tiny_atomic(family, out, seed=seed, size=size)
     print_model_summary(path, title=f"tiny {family} -> {path}")
 
 

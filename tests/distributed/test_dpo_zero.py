@@ -87,3 +87,43 @@ def test_mdpo_under_zero3_on_two_ranks_trains_only_the_policy(tiny_checkpoint, p
     assert changed == trainable, (sorted(changed - trainable)[:5], sorted(trainable - changed)[:5])
     vision = [k for k in after if ".vision_tower." in f".{k}"]
     assert vision and not set(vision) & changed  # bit-identical frozen tower
+
+
+def test_cached_reference_under_zero3_on_two_ranks(tiny_checkpoint, pairs, tmp_path):
+    """povid (two reference calls per batch: clean and noised image) with precompute_ref_log_probs under ZeRO-3:
+    the first run computes the cache through a DeepSpeed inference engine over both ranks' shards, the second reads
+    it; both train like the live reference."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(pairs.parent, data)
+    base = Path(tiny_checkpoint(FAMILY))
+    losses = {}
+    for name, extra in (("live", []), ("miss", ["precompute_ref_log_probs=true"]),
+                        ("hit", ["precompute_ref_log_probs=true"])):
+        out = tmp_path / name
+        align_cli(["dpo", "--variant", "povid", "--model", base, "--data", data / "pairs.jsonl", "--output-dir", out,
+                   "--deepspeed", "zero3", "--train", POLICY, *STEP_ARGS, *extra], nproc=2)
+        run = json.loads((out / "run.json").read_text())
+        losses[name] = [e["loss"] for e in run["log_history"] if "loss" in e]
+        if name != "live":
+            assert run["reference_cache"]["hit"] is (name == "hit")
+    assert len(list((data / ".ref_logps").glob("*.safetensors"))) == 1
+    assert losses["miss"] == losses["hit"]
+    for cached, live in zip(losses["miss"], losses["live"], strict=True):
+        assert abs(cached - live) < 1e-5
+
+
+def test_halva_lora_under_zero2_in_one_process(tiny_checkpoint, pairs, shapes_world, tmp_path):
+    """halva with a LoRA policy under ZeRO-2, one process: the KL term's reference is the adapter-disabled policy
+    (no second model), both terms are logged and the adapter is saved."""
+    base = Path(tiny_checkpoint(FAMILY))
+    out = tmp_path / "out"
+    align_cli(["dpo", "--variant", "halva", "--model", base, "--data", pairs, "--output-dir", out,
+               "--deepspeed", "zero2", "--train", "lora", f"kl_data={shapes_world / 'sft.jsonl'}", *STEP_ARGS])
+    run = json.loads((out / "run.json").read_text())
+    assert run["complete"] and run["reference"] == "adapter-disabled policy" and run["global_step"] == 2
+    steps = [e for e in run["log_history"] if "loss" in e]
+    assert all("loss/halva_align" in e and "loss/halva_kl" in e for e in steps)
+    assert steps[-1]["loss/halva_kl"] > 0  # the adapter moved the policy off the reference
+    assert (out / "adapter_model.safetensors").is_file()

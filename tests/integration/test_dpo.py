@@ -20,56 +20,32 @@ STEP_ARGS = ["per_device_train_batch_size=2", "learning_rate=1e-2", "max_length=
              "logging_steps=1"]
 
 
-@pytest.fixture(scope="module")
-def pairs(shapes_world, tmp_path_factory):
-    """Folder with halva pairs (spans included, plus HSA severity scores) as JSONL files: all.jsonl, fixed.jsonl
-    (2 rows), and broken ones."""
-    from align.cli.main import main
-    from align.data.io import read_records, write_jsonl
-
-    out = tmp_path_factory.mktemp("dpo-pairs") / "pairs"
-    try:
-        main(["build-pairs", "halva", "--input", str(shapes_world / "sources.jsonl"), "--out", str(out),
-              "vocabulary=shapes"])
-    except SystemExit as exc:
-        assert exc.code in (0, None)
-    rows = [dict(r) for r in read_records(out)]
-    for i, r in enumerate(rows):  # HSA-DPO's scores: severity of the rejected response, rating of the chosen one
-        r["rejected_score"] = 0.5 + 0.25 * (i % 4)
-        r["chosen_score"] = 1.0
-    write_jsonl(out / "all.jsonl", rows)
-    write_jsonl(out / "fixed.jsonl", rows[:2])
-    write_jsonl(out / "nospans.jsonl", [{k: v for k, v in r.items() if not k.endswith("_spans")} for r in rows[:2]])
-    bad = [dict(r) for r in rows[:2]]
-    bad[1]["rejected_spans"] = [[0, 10_000]]
-    write_jsonl(out / "badspans.jsonl", bad)
-    noscores = [dict(r) for r in rows[:2]]
-    del noscores[1]["rejected_score"]
-    write_jsonl(out / "noscores.jsonl", noscores)
-    noimages = [dict(r) for r in rows[:2]]
-    noimages[1]["images"] = []
-    noimages[1]["prompt"] = [{"role": m["role"], "content": [c for c in m["content"] if c.get("type") != "image"]}
-                             if isinstance(m["content"], list) else m for m in noimages[1]["prompt"]]
-    write_jsonl(out / "noimages.jsonl", noimages)
-    return out
-
-
-def _dpo(run_cli, variant, model, data, out, *extra):
+def _dpo(run_cli, variant, model, data, out, *extra, kl_data=None):
+    kl = [f"kl_data={kl_data}"] if variant == "halva" and kl_data else []
     return run_cli("dpo", "--variant", variant, "--model", model, "--data", data, "--output-dir", out,
-                   *STEP_ARGS, *extra)
+                   *STEP_ARGS, *kl, *extra)
+
+
+# What each variant logs as its pair margin: the implicit-reward margin, or halva's phrase log-prob margin (it has
+# no reference on the pairs, so its margin does not start at 0).
+MARGIN_KEY = {name: "halva/phrase_margins" if name == "halva" else "rewards/margins" for name in VARIANTS}
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_three_steps_from_the_cli(variant, family, tiny_checkpoint, pairs, run_cli, tmp_path):
+def test_three_steps_from_the_cli(variant, family, tiny_checkpoint, pairs, shapes_world, run_cli, tmp_path):
     out = tmp_path / "out"
-    result = _dpo(run_cli, variant, tiny_checkpoint(family), pairs / "all.jsonl", out, "max_steps=3")
+    result = _dpo(run_cli, variant, tiny_checkpoint(family), pairs / "all.jsonl", out, "max_steps=3",
+                  kl_data=shapes_world / "sft.jsonl")
     assert result.code == 0, result
     run = json.loads((out / "run.json").read_text())
     assert run["complete"] and run["global_step"] == 3 and run["variant"] == variant
     steps = [e for e in run["log_history"] if "loss" in e]
     assert len(steps) == 3
-    for key in ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen"):
+    keys = ("logps/chosen", "logps/rejected", MARGIN_KEY[variant])
+    if variant != "halva":
+        keys += ("rewards/chosen", "rewards/rejected", "rewards/accuracies")
+    for key in keys:
         assert all(key in e for e in steps), key
     if variant != "dpo":
         assert all(f"loss/{variant}" in e for e in steps)
@@ -80,21 +56,35 @@ def test_three_steps_from_the_cli(variant, family, tiny_checkpoint, pairs, run_c
         assert all(e["loss/stic_sft"] > 0 for e in steps)
     if variant == "mdpo":
         assert all(key in e for e in steps for key in ("loss/mdpo_conditional", "rewards/corrupted_chosen"))
+    if variant == "halva":  # both terms are live: phrases were found and the KL samples moved off the reference
+        assert all(e["halva/phrases"] >= 2 and "loss/halva_align" in e for e in steps)
+        assert steps[-1]["loss/halva_kl"] > 0 and run["kl_samples"] > 0
+    if variant == "povid":  # the noisy-image sequence is scored and differs from the chosen response
+        assert all("loss/povid_noise" in e for e in steps)
+        assert all(e["logps/noisy_rejected"] != e["logps/chosen"] for e in steps)
     assert (out / "config.json").is_file()
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_margin_grows_on_a_fixed_batch(variant, family, tiny_checkpoint, pairs, run_cli, tmp_path):
+def test_margin_grows_on_a_fixed_batch(variant, family, tiny_checkpoint, pairs, shapes_world, run_cli, tmp_path):
     """Two rows, batch 2: every one of the 10 steps sees the same pairs; the logged margin (before each update)
-    starts at 0 (policy = reference) and ends clearly positive."""
+    starts at 0 (policy = reference) and ends clearly positive (povid: the mean of its text and noise margins);
+    halva's phrase margin (no reference) grows by more than 0.1 nats."""
     out = tmp_path / "out"
+    # povid's noise term chases the policy's own argmax tokens: at lr 1e-2 its margin oscillated, at 3e-3 it grew
+    lr = ["learning_rate=3e-3"] if variant == "povid" else []
     result = _dpo(run_cli, variant, tiny_checkpoint(family), pairs / "fixed.jsonl", out, "max_steps=10",
-                  "lr_scheduler_type=constant")
+                  "lr_scheduler_type=constant", *lr, kl_data=shapes_world / "sft.jsonl")
     assert result.code == 0, result
-    margins = [e["rewards/margins"] for e in json.loads((out / "run.json").read_text())["log_history"]
-               if "rewards/margins" in e]
+    key = MARGIN_KEY[variant]
+    steps = [e for e in json.loads((out / "run.json").read_text())["log_history"] if key in e]
+    # povid's objective weighs the text margin and the noise margin (its rejected sequence moves with the policy)
+    margins = [(e[key] + e["rewards/noise_margins"]) / 2 if variant == "povid" else e[key] for e in steps]
     assert len(margins) == 10
+    if variant == "halva":
+        assert margins[-1] > margins[0] + 0.1 and margins[-1] > max(margins[:3]), margins
+        return
     assert abs(margins[0]) < 1e-6
     assert margins[-1] > 0.1 and margins[-1] > max(margins[:3]), margins
 
@@ -139,7 +129,7 @@ def _trainers(family, path, ref_path, variants, tmp_path, **cfg):
     policy, ref = models()
     plain = DPOTrainer(model=policy, ref_model=ref, args=DPOConfig(
         output_dir=str(tmp_path / "trl"), use_cpu=True, report_to="none", gradient_checkpointing=False, bf16=False,
-        **{k: v for k, v in cfg.items() if not k.startswith(("ddpo", "hsa", "stic", "mdpo"))}),
+        **{k: v for k, v in cfg.items() if not k.startswith(("ddpo", "hsa", "stic", "mdpo", "povid", "halva"))}),
         train_dataset=datasets.Dataset.from_dict({"images": [[], []]}), processing_class=processor)
     return aligned, plain, processor
 
@@ -154,12 +144,13 @@ def test_dpo_equals_trl_on_the_same_batch(loss_type, tiny_checkpoint, pairs, tmp
     """llava: align's batch fed to AlignDPOTrainer(dpo) and to TRL's DPOTrainer gives the same loss; ddpo with
     gamma 1 (all token weights 1), hsa with all scores 1 and stic with coefficient 0 give it too (sigmoid only)."""
     from align.data.collate import ConversationEncoder
-    from align.train.dpo.data import PreferenceCollator, load_preference_data
+    from align.train.dpo.data import PreferenceCollator, load_preference_data, povid_noise
 
     path = tiny_checkpoint("llava")
-    variants = ["dpo", "ddpo", "hsa", "stic", "mdpo"] if loss_type == "sigmoid" else ["dpo"]
+    variants = ["dpo", "ddpo", "hsa", "stic", "mdpo", "povid"] if loss_type == "sigmoid" else ["dpo"]
     extra = {"ddpo_gamma": 1.0, "hsa_use_chosen_score": True, "stic_sft_coef": 0.0, "mdpo_conditional_weight": 0.0,
-             "mdpo_anchor_weight": 0.0} if loss_type == "sigmoid" else {}
+             "mdpo_anchor_weight": 0.0, "povid_text_weight": 1.0, "povid_noise_weight": 0.0} \
+        if loss_type == "sigmoid" else {}
     aligned, plain, processor = _trainers("llava", path, tiny_checkpoint("llava", seed=1), variants, tmp_path,
                                           loss_type=[loss_type], **extra)
     scores = ("rejected_score", "chosen_score")
@@ -200,6 +191,14 @@ def test_dpo_equals_trl_on_the_same_batch(loss_type, tiny_checkpoint, pairs, tmp
     assert abs(_loss(aligned["mdpo"], three) - expected) > 1e-4
     aligned["mdpo"].args.mdpo_conditional_weight, aligned["mdpo"].args.mdpo_anchor_weight = 0.0, 1.0
     assert abs(_loss(aligned["mdpo"], three) - expected) > 1e-4
+    # povid with weights (1, 0) is dpo (through full logits, not the fused head); the noise term reaches the loss
+    noisy = PreferenceCollator(ConversationEncoder(processor, "llava"), data, noise=povid_noise(500), noise_seed=3)(
+        [{"row": 0}, {"row": 1}])
+    assert noisy["noisy_inputs"]["input_ids"].shape[0] == 2
+    assert not torch.equal(noisy["noisy_inputs"]["pixel_values"], noisy["pixel_values"][:2])
+    assert abs(_loss(aligned["povid"], noisy) - expected) < 1e-5
+    aligned["povid"].args.povid_noise_weight = 0.5
+    assert abs(_loss(aligned["povid"], noisy) - expected) > 1e-4
 
 
 def test_pipeline_equals_trl_collator_and_trainer_on_qwen2_vl(tiny_checkpoint, pairs, tmp_path):
@@ -231,9 +230,14 @@ def test_pipeline_equals_trl_collator_and_trainer_on_qwen2_vl(tiny_checkpoint, p
 @pytest.mark.parametrize(("data", "args", "message"), [
     ("nospans.jsonl", ["--variant", "ddpo"], "field 'chosen_spans'"),
     ("badspans.jsonl", ["--variant", "ddpo"], "is not inside the rejected text"),
-    ("fixed.jsonl", ["--variant", "nope"], "known variants: dpo, ddpo, hsa, stic, mdpo"),
+    ("fixed.jsonl", ["--variant", "nope"], "known variants: dpo, ddpo, hsa, stic, mdpo, halva, povid"),
     ("noscores.jsonl", ["--variant", "hsa"], "field 'rejected_score'"),
     ("noimages.jsonl", ["--variant", "mdpo"], "field 'images'"),
+    ("noimages.jsonl", ["--variant", "povid"], "field 'images'"),
+    ("unequal.jsonl", ["--variant", "halva", "halva_alpha=0"], "the k-th chosen phrase pairs with the k-th"),
+    ("fixed.jsonl", ["--variant", "halva"], "variant halva needs kl_data"),
+    ("fixed.jsonl", ["--variant", "halva", "halva_alpha=0", "precompute_ref_log_probs=true"],
+     "variant halva cannot use precompute_ref_log_probs"),
 ])
 def test_bad_input_fails_before_training(data, args, message, tiny_checkpoint, pairs, run_cli, tmp_path):
     out = tmp_path / "out"
@@ -293,7 +297,7 @@ def _mdpo_collator(processor, family, path, seed):
     from align.data.collate import ConversationEncoder
     from align.train.dpo.data import PreferenceCollator, load_preference_data
 
-    data = load_preference_data(path, processor, family, needs_images=True)
+    data = load_preference_data(path, processor, family, needs_images=True, corrupted_images=True)
     return PreferenceCollator(ConversationEncoder(processor, family), data, corruption_seed=seed)
 
 

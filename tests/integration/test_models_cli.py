@@ -62,3 +62,21 @@ def test_unsupported_model_type_names_the_supported_families(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
     with pytest.raises(ModelError, match="model type 'bert' is not a supported family; supported: .*llava"):
         load_model_and_processor(tmp_path)
+
+
+def test_llava_sizes_are_wider_models_that_load(run_cli, tmp_path):
+    from align.models.load import load_model_and_processor
+
+    counts = {}
+    for size in ("tiny", "small"):
+        out = tmp_path / size
+        assert run_cli("models", "tiny", "--family", "llava", "--size", size, "--out", out).code == 0
+        counts[size] = json.loads((out / "align_tiny.json").read_text())["parameters"]
+        model = load_model_and_processor(out, dtype="float32")[0]
+        assert sum(p.numel() for p in model.parameters()) == counts[size]
+    assert counts["tiny"] == 236_736 and counts["small"] == 893_056
+    bad = run_cli("models", "tiny", "--family", "qwen2_vl", "--size", "small", "--out", tmp_path / "q")
+    assert bad.code == 2 and "--size is available for llava only" in bad.err
+    assert not (tmp_path / "q").exists()
+    unknown = run_cli("models", "tiny", "--family", "llava", "--size", "huge", "--out", tmp_path / "h")
+    assert unknown.code == 2 and "base" in unknown.err

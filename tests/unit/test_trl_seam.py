@@ -28,6 +28,7 @@ def _shape(fn) -> str:
 
 def _recorded():
     from trl import DPOTrainer
+    from trl.models import prepare_deepspeed
     from trl.models.utils import disable_gradient_checkpointing
     from trl.trainer.utils import use_adapter
 
@@ -40,9 +41,12 @@ def _recorded():
         "DPOTrainer._prepare_dataset": (DPOTrainer._prepare_dataset,
                                         "(self, dataset, processing_class, args, dataset_name)"),
         "DPOTrainer._compute_loss": (DPOTrainer._compute_loss, "(self, model, inputs, return_outputs)"),
+        "DPOTrainer._precompute_ref_logps": (DPOTrainer._precompute_ref_logps, "(self, dataset, name, batch_size)"),
         # called by align (compute_loss -> _compute_loss; ddpo's reference forward)
         "DPOTrainer.compute_loss": (DPOTrainer.compute_loss,
                                     "(self, model, inputs, return_outputs=False, num_items_in_batch=None)"),
+        "DPOTrainer.compute_ref_log_probs": (DPOTrainer.compute_ref_log_probs, "(self, model, inputs)"),
+        "prepare_deepspeed": (prepare_deepspeed, "(model, accelerator)"),
         "use_adapter": (use_adapter, "(model, adapter_name)"),
         "disable_gradient_checkpointing": (disable_gradient_checkpointing,
                                            "(model, gradient_checkpointing_kwargs=None)"),
@@ -71,3 +75,10 @@ def test_dpo_batch_contract_unchanged():
                    "self.beta = ", "self.use_weighting = ", 'model.add_adapter("ref", default_config)',
                    "skip_prepare_dataset = "):
         assert needle in init_src, f"DPOTrainer.__init__ no longer has {needle!r}"
+    # precompute_ref_log_probs: TRL hashes the reference (read as the cache key's model part) and then calls the
+    # overridden _precompute_ref_logps from __init__, with no reference model kept for full fine-tuning
+    for needle in ("self._precompute_model_hash = (", "hash_module(self.ref_model or self.model)",
+                   "self.train_dataset = self._precompute_ref_logps(", "self._precompute_engine = None",
+                   "(args.precompute_ref_log_probs and not self.is_fsdp_enabled)"):
+        assert needle in init_src, f"DPOTrainer.__init__ no longer has {needle!r}"
+    assert 'inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]' in loss_src

@@ -26,20 +26,39 @@ TINY_BUILDERS: dict[str, str] = {
 }
 
 
-def build_tiny(family: str, out: str | Path, seed: int = 0) -> Path:
-    """Build and save the tiny checkpoint of `family` under `out`; returns the folder."""
+# Families whose builder takes `size` (a name of its sizes table).
+SIZED_FAMILIES = {"llava": "align.models.tiny.llava:LLAVA_SIZES"}
+
+
+def build_tiny(family: str, out: str | Path, seed: int = 0, size: str | None = None) -> Path:
+    """Build and save the tiny checkpoint of `family` under `out`; returns the folder. `size` picks a width for
+    the families in SIZED_FAMILIES (default: the smallest)."""
     target = lookup(TINY_BUILDERS, "family", family)
     module_name, func_name = target.split(":")
     builder = getattr(importlib.import_module(module_name), func_name)
-    return builder(Path(out), seed=seed)
+    if size is None:
+        return builder(Path(out), seed=seed)
+    _check_size(family, size)
+    return builder(Path(out), seed=seed, size=size)
 
 
-def build_tiny_atomic(family: str, out: str | Path, seed: int = 0) -> Path:
+def _check_size(family: str, size: str) -> None:
+    from align.errors import ConfigError
+
+    if family not in SIZED_FAMILIES:
+        raise ConfigError(f"--size is available for {', '.join(SIZED_FAMILIES)} only, not {family}")
+    module_name, table = SIZED_FAMILIES[family].split(":")
+    lookup(getattr(importlib.import_module(module_name), table), f"{family} size", size)
+
+
+def build_tiny_atomic(family: str, out: str | Path, seed: int = 0, size: str | None = None) -> Path:
     """`build_tiny` into a temporary folder renamed to `out` when complete (nothing half-written)."""
     from align.data.io import atomic_output_dir
 
     lookup(TINY_BUILDERS, "family", family)  # fail before creating anything
+    if size is not None:
+        _check_size(family, size)
     out = Path(out)
     with atomic_output_dir(out) as tmp:
-        build_tiny(family, tmp, seed=seed)
+        build_tiny(family, tmp, seed=seed, size=size)
     return out

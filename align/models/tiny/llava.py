@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from align.models.tiny._common import (
@@ -19,46 +20,76 @@ from align.models.tiny._common import (
 _SPECIALS = ["<unk>", "<s>", "</s>", "<pad>", "<image>", "<video>"]
 
 
+@dataclass(frozen=True)
+class LlavaSize:
+    """Widths of a random LLaVA: the Llama text model and the CLIP vision tower, and the image grid."""
+
+    hidden: int = HIDDEN
+    layers: int = LAYERS
+    heads: int = HEADS
+    intermediate: int = INTERMEDIATE
+    vision_hidden: int = HIDDEN
+    vision_layers: int = LAYERS
+    vision_intermediate: int = INTERMEDIATE
+    image_size: int = IMAGE_SIZE
+    patch: int = PATCH
+
+
+# `align models tiny --family llava --size NAME`. Parameters with the 512-token vocabulary: tiny 236,736;
+# small 893,056 (wide enough a language model to learn a generated world's captions); base 20,474,752
+# (benchmarks: per-step costs where the matrix products, not Python overhead, dominate).
+LLAVA_SIZES = {
+    "tiny": LlavaSize(),
+    "small": LlavaSize(hidden=128, layers=4, heads=4, intermediate=256),
+    "base": LlavaSize(hidden=384, layers=8, heads=6, intermediate=1024, vision_hidden=384, vision_layers=4,
+                      vision_intermediate=1024, image_size=64, patch=8),
+}
+
+
 def _tokenizer(seed: int):
     return train_bpe_tokenizer(_SPECIALS, seed=seed, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
                                unk_token="<unk>", extra_special_tokens={"image_token": "<image>"})
 
 
-def _vision_config():
+def _vision_config(size: LlavaSize = LLAVA_SIZES["tiny"]):
     from transformers import CLIPVisionConfig
 
-    return CLIPVisionConfig(hidden_size=HIDDEN, intermediate_size=INTERMEDIATE, num_hidden_layers=LAYERS,
-                            num_attention_heads=HEADS, image_size=IMAGE_SIZE, patch_size=PATCH, projection_dim=HIDDEN)
+    return CLIPVisionConfig(hidden_size=size.vision_hidden, intermediate_size=size.vision_intermediate,
+                            num_hidden_layers=size.vision_layers, num_attention_heads=HEADS,
+                            image_size=size.image_size, patch_size=size.patch, projection_dim=size.vision_hidden)
 
 
-def _text_config(tok):
+def _text_config(tok, size: LlavaSize = LLAVA_SIZES["tiny"]):
     from transformers import LlamaConfig
 
-    return LlamaConfig(vocab_size=len(tok), hidden_size=HIDDEN, intermediate_size=INTERMEDIATE,
-                       num_hidden_layers=LAYERS, num_attention_heads=HEADS, num_key_value_heads=HEADS,
+    return LlamaConfig(vocab_size=len(tok), hidden_size=size.hidden, intermediate_size=size.intermediate,
+                       num_hidden_layers=size.layers, num_attention_heads=size.heads, num_key_value_heads=size.heads,
                        max_position_embeddings=512, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                        pad_token_id=tok.pad_token_id, tie_word_embeddings=False)
 
 
-def _image_processor(cls, **extra):
-    return cls(size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+def _image_processor(cls, image_size: int = IMAGE_SIZE, **extra):
+    return cls(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
                do_center_crop=True, **extra)
 
 
-def build_llava(out: Path, seed: int = 0) -> Path:
+def build_llava(out: Path, seed: int = 0, size: str = "tiny") -> Path:
     import torch
     from transformers import CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
+    from align.errors import lookup
+
+    dims = lookup(LLAVA_SIZES, "llava size", size)
     torch.manual_seed(seed)
     tok = _tokenizer(seed)
-    n_image_tokens = (IMAGE_SIZE // PATCH) ** 2  # CLS dropped by the "default" feature strategy
-    config = LlavaConfig(vision_config=_vision_config(), text_config=_text_config(tok),
+    n_image_tokens = (dims.image_size // dims.patch) ** 2  # CLS dropped by the "default" feature strategy
+    config = LlavaConfig(vision_config=_vision_config(dims), text_config=_text_config(tok, dims),
                          image_token_index=tok.convert_tokens_to_ids("<image>"), image_seq_length=n_image_tokens,
                          vision_feature_layer=-1, vision_feature_select_strategy="default",
                          projector_hidden_act="gelu", pad_token_id=tok.pad_token_id)
     model = LlavaForConditionalGeneration(config).eval()
-    processor = LlavaProcessor(image_processor=_image_processor(CLIPImageProcessor), tokenizer=tok,
-                               patch_size=PATCH, vision_feature_select_strategy="default",
+    processor = LlavaProcessor(image_processor=_image_processor(CLIPImageProcessor, dims.image_size), tokenizer=tok,
+                               patch_size=dims.patch, vision_feature_select_strategy="default",
                                num_additional_image_tokens=1, image_token="<image>",
                                chat_template=chat_template("<image>"))
     model.generation_config.pad_token_id = tok.pad_token_id

@@ -16,7 +16,8 @@ class AlignDPOConfig(RunFields, DPOConfig):
     """DPOConfig plus what align needs to pick the variant, model, data and trainable parts."""
 
     variant: str = field(
-        default="dpo", metadata={"help": "Preference-optimisation variant (see VARIANTS): dpo, ddpo, hsa, stic, mdpo."}
+        default="dpo",
+        metadata={"help": "Preference-optimisation variant (see VARIANTS): dpo, ddpo, hsa, stic, mdpo, halva, povid."}
     )
     ref_model: str | None = field(
         default=None,
@@ -58,6 +59,30 @@ class AlignDPOConfig(RunFields, DPOConfig):
     mdpo_anchor_weight: float = field(
         default=1.0, metadata={"help": "mdpo: weight of the reward-anchor term (mDPO: 1)."}
     )
+    halva_alpha: float = field(
+        default=0.4,
+        metadata={"help": "halva: weight of the forward KL(reference || policy) on kl_data samples (HALVA-7B 0.4, "
+                          "HALVA-13B 0.5; 0 turns the term and the need for kl_data off)."},
+    )
+    kl_data: str | None = field(
+        default=None,
+        metadata={"help": "halva: SFT data (messages + images) whose assistant tokens carry the KL term; each pair "
+                          "row r is matched with sample r mod N (HALVA: a subset of LLaVA-1.5's mix665k)."},
+    )
+    povid_text_weight: float = field(
+        default=0.5, metadata={"help": "povid: weight of DPO(chosen, rejected) (POVID's code: 0.5)."}
+    )
+    povid_noise_weight: float = field(
+        default=0.5, metadata={"help": "povid: weight of DPO(chosen, y_noise) (POVID's code: 0.5)."}
+    )
+    povid_noise_step: int = field(
+        default=500, metadata={"help": "povid: diffusion step t of the noised image, of 1000 (POVID: 500)."}
+    )
+    ref_cache_dir: str | None = field(
+        default=None,
+        metadata={"help": "precompute_ref_log_probs: folder of the cached reference values (default: .ref_logps "
+                          "beside the data)."},
+    )
 
     def __post_init__(self):
         from align.train.dpo.variants import VARIANTS
@@ -79,9 +104,18 @@ class AlignDPOConfig(RunFields, DPOConfig):
             value = getattr(self, name)
             if not (_finite(value) and value >= 0):
                 problems.append(f"{name} must be a finite number >= 0, got {value!r}")
-        if self.precompute_ref_log_probs:
-            problems.append("precompute_ref_log_probs is not supported (align's batches are built on the fly); "
-                            "set it to false")
+        for name in ("halva_alpha", "povid_text_weight", "povid_noise_weight"):
+            value = getattr(self, name)
+            if not (_finite(value) and value >= 0):
+                problems.append(f"{name} must be a finite number >= 0, got {value!r}")
+        if isinstance(self.povid_noise_step, bool) or not isinstance(self.povid_noise_step, int) \
+                or not 0 <= self.povid_noise_step < 1000:
+            problems.append(f"povid_noise_step must be an integer step in [0, 1000), got {self.povid_noise_step!r}")
+        if self.variant == "halva" and _finite(self.halva_alpha) and self.halva_alpha > 0 and not self.kl_data:
+            problems.append("variant halva needs kl_data (SFT samples for its KL term), or halva_alpha=0")
+        if self.precompute_ref_log_probs and self.variant in VARIANTS and not VARIANTS[self.variant].cacheable:
+            problems.append(f"variant {self.variant} cannot use precompute_ref_log_probs (its KL term needs the "
+                            "reference's whole distribution on every step); set it to false")
         if problems:
             raise ConfigError(problems)
         super().__post_init__()

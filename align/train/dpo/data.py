@@ -41,6 +41,8 @@ class PairLayout:
     chosen_weighted: tuple[int, ...] = ()
     rejected_weighted: tuple[int, ...] = ()
     corrupted: Spans | None = None  # mdpo: chosen under the row's own corrupted_images (None: same as `chosen`)
+    chosen_phrases: tuple[tuple[int, ...], ...] = ()  # halva: token positions of each span, k-th = k-th pair
+    rejected_phrases: tuple[tuple[int, ...], ...] = ()
 
 
 @dataclass
@@ -59,15 +61,31 @@ class PreferenceData:
         path, row = self.origins[index]
         return _pair(self.records[index], self.base_dir, self.image_root, path, row)
 
-    def load_corrupted_chosen(self, index: int, seed: int) -> Example:
-        """mdpo: [prompt + chosen] under the corrupted image m' (the row's corrupted_images, else a crop seeded by
-        `corruption_seed(seed, index)`)."""
+    def load_corrupted_chosen(self, index: int, seed: int, corruption: Corruption | None = None) -> Example:
+        """[prompt + chosen] under a corrupted image: the row's corrupted_images (mdpo), else `corruption`
+        (default mDPO's crop) seeded by `corruption_seed(seed, index)`."""
         path, row = self.origins[index]
         return _corrupted_chosen(self.records[index], self.base_dir, self.image_root, path, row,
-                                 corruption_seed(seed, index))
+                                 corruption_seed(seed, index), corruption or MDPO_CROP)
+
+
+@dataclass(frozen=True)
+class Corruption:
+    """An `apply_corruption` call: the corruption's name and parameters; whether a row's own corrupted_images
+    replace it."""
+
+    name: str
+    params: tuple[tuple[str, Any], ...] = ()
+    row_images: bool = True  # use the row's corrupted_images when it has them
 
 
 MDPO_CROP_SCALE = (0.01, 0.2)  # mDPO's RandomResizedCrop(scale=(0.01, 0.2)): 1-20% of the area
+MDPO_CROP = Corruption("random_resized_crop", (("scale", MDPO_CROP_SCALE),))
+
+
+def povid_noise(t: int = 500) -> Corruption:
+    """POVID stage 2's noisy image: forward diffusion of the [0, 1] image at step t (POVID: 500 of 1000)."""
+    return Corruption("diffusion_noise", (("t", int(t)), ("space", "unit")), row_images=False)
 
 
 def corruption_seed(seed: int, row: int) -> int:
@@ -78,11 +96,12 @@ def corruption_seed(seed: int, row: int) -> int:
     return int.from_bytes(digest[:8], "big") >> 1
 
 
-def _corrupted_chosen(record: dict, base_dir, image_root, path, row, seed: int) -> Example:
+def _corrupted_chosen(record: dict, base_dir, image_root, path, row, seed: int,
+                      corruption: Corruption = MDPO_CROP) -> Example:
     from align.data.images import load_media
 
     prompt = list(record["prompt"])
-    if record.get("corrupted_images") is not None:
+    if corruption.row_images and record.get("corrupted_images") is not None:
         images, videos = load_record_media(record["corrupted_images"], base_dir, image_root, path, row,
                                            field="corrupted_images")
         return Example(prompt + list(record["chosen"]), images, videos)
@@ -96,7 +115,7 @@ def _corrupted_chosen(record: dict, base_dir, image_root, path, row, seed: int) 
         flat += frames
         seeds += [corruption_seed(seed, i)] * len(frames)
         sizes.append(len(frames) if isinstance(item, list) else None)
-    cropped, _ = apply_corruption("random_resized_crop", flat, seed=seeds, scale=MDPO_CROP_SCALE)
+    cropped, _ = apply_corruption(corruption.name, flat, seed=seeds, **dict(corruption.params))
     media, k = [], 0
     for n in sizes:
         media.append(cropped[k] if n is None else cropped[k:k + n])
@@ -112,27 +131,37 @@ def _pair(record: dict, base_dir, image_root, path, row) -> tuple[Example, Examp
             Example(prompt + list(record["rejected"]), images, videos))
 
 
-def char_spans_to_tokens(tokenizer, token_ids: Sequence[int], text: str, spans: Sequence[Sequence[int]]) -> list[int]:
-    """Indices k of `token_ids` whose characters overlap any [start, end) span of `text`.
+def char_spans_to_token_groups(tokenizer, token_ids: Sequence[int], text: str,
+                               spans: Sequence[Sequence[int]]) -> list[list[int]]:
+    """For each [start, end) span of `text`, the indices k of `token_ids` whose characters overlap it.
 
     `token_ids` are the assistant turn's tokens in context (they may add template tokens around `text`, e.g. an
-    end-of-turn token). The decoded prefix of k tokens gives token k's character range; the completion text is
-    located in the decoded turn, so template text around it shifts nothing. Decoding, not offsets of a separate
-    tokenization, keeps the mapping true to the tokens the model actually scores.
+    end-of-turn token). Token k's character range comes from the decoded prefixes of k and k + 1 tokens, and the
+    completion text is located in the decoded turn, so template text around it shifts nothing. Decoding, not
+    offsets of a separate tokenization, keeps the mapping true to the tokens the model actually scores. The
+    prefixes are decoded in one pass over growing prefixes, O(n) decodes of the turn.
     """
     decoded = tokenizer.decode(list(token_ids), skip_special_tokens=False)
     base = decoded.find(text)
     if base < 0:
         raise ValueError(f"the completion text {text[:40]!r} is not found in its decoded tokens {decoded[:80]!r}")
     ends = [len(tokenizer.decode(list(token_ids[: k + 1]), skip_special_tokens=False)) for k in range(len(token_ids))]
-    marked = []
+    groups: list[list[int]] = [[] for _ in spans]
     start_k = 0
     for k, end_k in enumerate(ends):
         lo, hi = start_k - base, end_k - base  # token k covers characters [lo, hi) of `text`
-        if hi > lo and any(lo < e and s < hi for s, e in spans):
-            marked.append(k)
+        if hi > lo:
+            for g, (s, e) in enumerate(spans):
+                if lo < e and s < hi:
+                    groups[g].append(k)
         start_k = end_k
-    return marked
+    return groups
+
+
+def char_spans_to_tokens(tokenizer, token_ids: Sequence[int], text: str, spans: Sequence[Sequence[int]]) -> list[int]:
+    """Indices k of `token_ids` whose characters overlap any [start, end) span of `text` (see
+    `char_spans_to_token_groups`), in increasing order."""
+    return sorted({k for group in char_spans_to_token_groups(tokenizer, token_ids, text, spans) for k in group})
 
 
 def load_preference_data(
@@ -145,11 +174,16 @@ def load_preference_data(
     needs_spans: bool = False,
     score_fields: Sequence[str] = (),
     needs_images: bool = False,
+    phrase_pairs: bool = False,
+    corrupted_images: bool = False,
 ) -> PreferenceData:
     """Read and check every pair; compute both sides' completion spans (and weighted tokens) up front.
 
     `score_fields` (e.g. hsa's rejected_score) must be present on every row; the schema has checked their type.
-    `needs_images` (mdpo): every row must carry an image; a row's `corrupted_images` get their own layout."""
+    `needs_images` (mdpo, povid): every row must carry an image. `corrupted_images` (mdpo): a row's own
+    corrupted_images are scored, so they get their own layout.
+    `phrase_pairs` (halva): the k-th chosen span pairs with the k-th rejected span, so both sides must mark as
+    many spans, and every span must cover at least one completion token."""
     from align.data.io import read_records
     from align.data.messages import completion_text
     from align.data.schema import validate_records
@@ -168,6 +202,10 @@ def load_preference_data(
                     raise DataError(origin, "this variant weights the changed segments, but the row has none; "
                                     "build pairs with spans (e.g. align build-pairs halva) or pick variant dpo",
                                     row=row, field=side)
+            if phrase_pairs and len(record["chosen_spans"]) != len(record["rejected_spans"]):
+                raise DataError(origin, f"{len(record['chosen_spans'])} chosen spans but "
+                                f"{len(record['rejected_spans'])} rejected spans; the k-th chosen phrase pairs with "
+                                "the k-th rejected one, so both sides need as many", row=row, field="rejected_spans")
         for name in score_fields:
             if record.get(name) is None:
                 raise DataError(origin, f"this variant weights each pair by its {name}, but the row has none; "
@@ -177,7 +215,7 @@ def load_preference_data(
                             "image, but the row has no image; add images or pick variant dpo",
                             row=row, field="images")
         examples = list(_pair(record, records.base_dir, image_root, origin, row))
-        if needs_images and record.get("corrupted_images") is not None:
+        if corrupted_images and record.get("corrupted_images") is not None:
             examples.append(_corrupted_chosen(record, records.base_dir, image_root, origin, row, 0))
         sides = []
         for example in examples:
@@ -192,6 +230,7 @@ def load_preference_data(
             dropped += 1
             continue
         weighted: list[tuple[int, ...]] = [(), ()]
+        phrases: list[tuple[tuple[int, ...], ...]] = [(), ()]
         if needs_spans:
             pair = _pair(record, records.base_dir, image_root, origin, row)
             for i, (side, example, layout) in enumerate(zip(("chosen", "rejected"), pair, sides, strict=True)):
@@ -199,14 +238,19 @@ def load_preference_data(
                 ids = batch["input_ids"][0][batch["attention_mask"][0].bool()].tolist()
                 start, end = layout.assistant[-1]
                 try:
-                    ks = char_spans_to_tokens(tokenizer, ids[start:end], completion_text(record[side]),
-                                              record[f"{side}_spans"])
+                    groups = char_spans_to_token_groups(tokenizer, ids[start:end], completion_text(record[side]),
+                                                        record[f"{side}_spans"])
                 except ValueError as exc:
                     raise DataError(origin, str(exc), row=row, field=f"{side}_spans") from None
-                weighted[i] = tuple(start + k for k in ks)
+                if phrase_pairs and not all(groups):
+                    k = next(g for g, group in enumerate(groups) if not group)
+                    raise DataError(origin, f"span {k} {record[f'{side}_spans'][k]} covers no completion token",
+                                    row=row, field=f"{side}_spans")
+                weighted[i] = tuple(sorted({start + k for group in groups for k in group}))
+                phrases[i] = tuple(tuple(start + k for k in group) for group in groups)
         kept.append(record)
         layouts.append(PairLayout(sides[0], sides[1], weighted[0], weighted[1],
-                                  sides[2] if len(sides) > 2 else None))
+                                  sides[2] if len(sides) > 2 else None, phrases[0], phrases[1]))
         origins.append((origin, row))
     if not kept:
         raise DataError(path, f"every pair is longer than max_length {max_length}; raise max_length")
@@ -229,20 +273,31 @@ def _flush_left(batch: dict, width_key: str = "input_ids") -> dict:
     return batch
 
 
+REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps", "ref_corrupted_chosen_logps", "ref_noisy_rejected_logps")
+
+
 class PreferenceCollator:
     """`Trainer` collator: rows (a `row` index each) -> TRL's DPO batch of 2B rows, chosen rows first; with
     `corruption_seed` (mdpo) 3B rows: chosen, rejected, then chosen under the corrupted image m'.
 
     Keys: whatever the family's encoder gives (input_ids, attention_mask, pixel_values, ...; all model inputs),
-    `completion_mask` [2B, T] (1 on the assistant turn's tokens), and for span-weighted variants `token_weights`
-    [2B, T] (gamma on the tokens of the changed segments, 1 elsewhere), and for score-weighted variants each field
-    of `scores` (e.g. `rejected_score`) as a float32 [B] tensor, one value per pair.
+    `completion_mask` [2B, T] (1 on the assistant turn's tokens), and
+    - span-weighted variants (ddpo): `token_weights` [2B, T], gamma on the tokens of the changed segments, 1 elsewhere;
+    - phrase variants (halva): `phrase_ids` [2B, T], k on the tokens of the k-th span (1-based), 0 elsewhere;
+    - score-weighted variants (hsa): each field of `scores` (e.g. `rejected_score`) as a float32 [B] tensor;
+    - povid (`noise`): `noisy_inputs`, the B chosen rows under the noised image, a batch of their own (model inputs
+      plus `completion_mask`), token for token the chosen rows' layout;
+    - halva (`kl`): `kl_inputs`, B SFT samples (row r takes sample r mod N) with their `completion_mask`;
+    - cached reference log-probs (`REF_COLUMNS` found in the features) as float32 [B] tensors.
+    Every per-token tensor is right-aligned to TRL's flush-left layout: each row's tokens start at position 0.
     """
 
     def __init__(self, encoder: ConversationEncoder, data: PreferenceData, gamma: float | None = None,
-                 scores: Sequence[str] = (), corruption_seed: int | None = None):
+                 scores: Sequence[str] = (), corruption_seed: int | None = None, phrase_ids: bool = False,
+                 noise: Corruption | None = None, noise_seed: int = 0, kl=None):
         self.encoder, self.data, self.gamma, self.scores = encoder, data, gamma, tuple(scores)
         self.corruption_seed = corruption_seed
+        self.phrase_ids, self.noise, self.noise_seed, self.kl = phrase_ids, noise, noise_seed, kl
 
     def __call__(self, features: list[dict]) -> dict:
         import torch
@@ -258,9 +313,9 @@ class PreferenceCollator:
         batch = dict(self.encoder.encode(examples, add_generation_prompt=False))
         labels = labels_from_spans(batch, spans)  # checks the left padding and the batch invariance
         batch["completion_mask"] = (labels != -100).long()  # [2B, T] (mdpo: [3B, T])
+        width = labels.shape[1]
         if self.gamma is not None:
             weights = torch.ones(labels.shape, dtype=torch.float32)  # [2B, T]
-            width = labels.shape[1]
             marked = [la.chosen_weighted for la in layouts] + [la.rejected_weighted for la in layouts]
             if self.corruption_seed is not None:
                 marked += [la.chosen_weighted for la in layouts]
@@ -269,7 +324,32 @@ class PreferenceCollator:
                 for p in positions:
                     weights[i, offset + p] = self.gamma
             batch["token_weights"] = weights
+        if self.phrase_ids:
+            ids = torch.zeros(labels.shape, dtype=torch.long)  # [2B, T]
+            phrases = [la.chosen_phrases for la in layouts] + [la.rejected_phrases for la in layouts]
+            for i, (layout, groups) in enumerate(zip(spans, phrases, strict=True)):
+                offset = width - layout.length
+                for k, positions in enumerate(groups, start=1):
+                    for p in positions:
+                        ids[i, offset + p] = k
+            batch["phrase_ids"] = ids
         batch = _flush_left(batch)
         for name in self.scores:  # [B], added after the flush (it only moves [2B, T] tensors)
             batch[name] = torch.tensor([float(self.data.records[r][name]) for r in rows], dtype=torch.float32)
+        for name in REF_COLUMNS:
+            if name in features[0]:
+                batch[name] = torch.tensor([float(f[name]) for f in features], dtype=torch.float32)  # [B]
+        if self.noise is not None:
+            noisy = [self.data.load_corrupted_chosen(r, self.noise_seed, self.noise) for r in rows]
+            batch["noisy_inputs"] = self._sub_batch(noisy, [la.chosen for la in layouts])
+        if self.kl is not None:
+            samples = [r % len(self.kl) for r in rows]
+            batch["kl_inputs"] = self._sub_batch([self.kl.load_example(j) for j in samples],
+                                                 [self.kl.spans[j] for j in samples])
         return batch
+
+    def _sub_batch(self, examples: list[Example], spans: list[Spans]) -> dict:
+        """A batch of its own (model inputs + `completion_mask` [N, T]), flushed left like the main one."""
+        sub = dict(self.encoder.encode(examples, add_generation_prompt=False))
+        sub["completion_mask"] = (labels_from_spans(sub, spans) != -100).long()
+        return _flush_left(sub)

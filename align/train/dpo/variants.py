@@ -22,6 +22,10 @@ class Variant:
     # adds them as `rejected_score` / `chosen_score` [B]
     corrupted_chosen: bool = False  # rows must carry an image; the collator adds a third row group, the chosen
     # response under the corrupted image m' (the row's `corrupted_images`, or a seeded random resized crop): [3B]
+    phrase_pairs: bool = False  # the k-th chosen span pairs with the k-th rejected one; the collator adds phrase_ids
+    kl_samples: bool = False  # the collator adds `kl_inputs`, SFT samples (kl_data) for a KL term
+    noisy_chosen: bool = False  # rows must carry an image; the collator adds `noisy_inputs` (chosen, noised image)
+    cacheable: bool = True  # precompute_ref_log_probs can stand in for the reference model
 
     def score_fields(self, config) -> tuple[str, ...]:
         """The per-row score fields this variant reads under `config` (checked on every row, then batched)."""
@@ -79,6 +83,34 @@ VARIANTS: dict[str, Variant] = {
         corrupted_chosen=True, compute_loss=_mdpo_compute_loss, sigmoid_only=True,
     ),
 }
+
+
+def _halva_compute_loss(trainer, model, inputs, return_outputs):
+    from align.train.dpo.trainer import halva_compute_loss
+
+    return halva_compute_loss(trainer, model, inputs, return_outputs)
+
+
+def _povid_compute_loss(trainer, model, inputs, return_outputs):
+    from align.train.dpo.trainer import povid_compute_loss
+
+    return povid_compute_loss(trainer, model, inputs, return_outputs)
+
+
+VARIANTS["halva"] = Variant(
+    help="HALVA phrase-level alignment: the k-th chosen span (correct phrase) against the k-th rejected span "
+         "(hallucinated phrase), log(1 + exp(LPh - LPc)), no reference or beta; plus halva_alpha x forward "
+         "KL(reference || policy) on SFT samples from kl_data. Rows need chosen_spans / rejected_spans, as many "
+         "on each side.",
+    needs_spans=True, phrase_pairs=True, kl_samples=True, compute_loss=_halva_compute_loss, sigmoid_only=True,
+    cacheable=False,
+)
+VARIANTS["povid"] = Variant(
+    help="POVID stage 2: povid_text_weight x DPO(chosen, rejected) + povid_noise_weight x DPO(chosen, y_noise), "
+         "y_noise = the argmax tokens of a forward on the chosen response with the diffusion-noised image "
+         "(step povid_noise_step), scored under the clean image. Stage 1 is variant dpo. Rows need an image.",
+    noisy_chosen=True, compute_loss=_povid_compute_loss, sigmoid_only=True,
+)
 
 
 def get_variant(name: str) -> Variant:
