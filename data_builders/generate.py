@@ -80,6 +80,46 @@ class Generator:
         return [t.strip() for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
 
 
+    def answer_logprobs(self, conversations: Sequence[list[dict]], images: Sequence[list[Any]] | None,
+                        answers: dict[str, Sequence[str]]) -> list[dict[str, float]]:
+        """For each conversation, log P(first token of the answer) summed over each answer's spellings, e.g.
+        {"yes": ["Yes", "yes"], "no": ["No", "no"]} -> {"yes": log(P(Yes) + P(yes)), "no": ...} at the first
+        position of the assistant's turn (RLAIF-V's labeler compares P(yes) + P(Yes) with P(no) + P(No))."""
+        import torch
+
+        token_ids = {name: sorted({self._first_token(s) for s in spellings}) for name, spellings in answers.items()}
+        images = images or [[] for _ in conversations]
+        out: list[dict[str, float]] = []
+        for start in range(0, len(conversations), self.batch_size):
+            batch = self._inputs(conversations[start:start + self.batch_size],
+                                 images[start:start + self.batch_size]).to(self.device)
+            with torch.no_grad():
+                logits = self.model(**batch).logits[:, -1].float()  # [B, V]: left padding, prompts end last
+            logp = logits.log_softmax(dim=-1)
+            for row in logp:
+                out.append({name: float(torch.logsumexp(row[ids], dim=0)) for name, ids in token_ids.items()})
+        return out
+
+    def _first_token(self, text: str) -> int:
+        """The first token of `text` as an answer: the first token where [prompt + answer] departs from the
+        generation prompt, so a space or marker the template puts before answers is part of it (" Yes", not
+        "Yes")."""
+        conversation = [{"role": "user", "content": [{"type": "text", "text": "?"}]}]
+        answered = conversation + [{"role": "assistant", "content": [{"type": "text", "text": text}]}]
+        template = self.processor if hasattr(self.processor, "apply_chat_template") else self.tokenizer
+        prompt = template.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+        full = template.apply_chat_template(answered, tokenize=False)
+        a = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        b = self.tokenizer(full, add_special_tokens=False)["input_ids"]
+        k = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+        if k >= len(b):
+            raise ModelError(f"the chat template adds no tokens for the answer {text!r}")
+        if k < len(a):
+            raise ModelError(f"the chat template's generation prompt is not a prefix of an answered conversation "
+                             f"(token {k}); cannot read the first answer token of {text!r}")
+        return int(b[k])
+
+
 def _load_causal_lm(path: str, dtype: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

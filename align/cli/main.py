@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from align import __version__
-from align.cli import build_pairs, data, dpo, models, sft, validate
+from align.cli import build_pairs, data, dpo, eval, models, quickstart, sft, validate
 
 app = typer.Typer(
     name="align",
@@ -45,10 +45,12 @@ def root(
 
 app.add_typer(data.app, name="data")
 app.add_typer(models.app, name="models")
+app.add_typer(eval.app, name="eval")
 app.command(name="build-pairs")(build_pairs.build_pairs)
 app.command(name="sft")(sft.sft)
 app.command(name="dpo")(dpo.dpo)
 app.command(name="validate")(validate.validate)
+app.command(name="quickstart")(quickstart.quickstart)
 
 
 def _one_line(message: object) -> str:

@@ -9,6 +9,10 @@ One call writes a folder the whole toolkit trains and evaluates on:
     world.json                     class prior, planted co-occurrences, measured statistics, bait classes
     dataset.json                   kind "shapes", counts, settings, files
 
+`write_shapes_probes(world)` then adds the EVALS 9.4 probes and attribute-level POPE to a generated world
+(probes_{existence,color,count,relation,all}.jsonl, pope_attribute.jsonl, pope_object_attribute.jsonl) and
+chair_questions.jsonl (one captioning prompt per eval image), leaving the files above untouched.
+
 Two rules plant the traps the hallucination benchmarks need. A Zipf-like class prior makes some classes common,
 so POPE's "popular" negatives mean something. Planted pairs (a crescent comes with a star, ...) make a partner
 present in `cooccurrence` of the images that hold its anchor, so a captioner learns to name the partner and the
@@ -504,6 +508,8 @@ def generate_shapes_world(config: ShapesConfig, out: str | Path) -> dict[str, in
         write_jsonl(folder / files["pope_all"], [q for s in POPE_STRATEGIES for q in pope[s]])
         files["world"] = "world.json"
         _write_json(folder / files["world"], _world(config, prior, sources, bait, eval_frequency, cooc))
+        probe_counts = _write_probes(folder, config, sources, [q for s in POPE_STRATEGIES for q in pope[s]])
+        files.update({name: f"{name}.jsonl" for name in probe_counts})
 
         counts = {
             "images": len(sources),
@@ -513,6 +519,184 @@ def generate_shapes_world(config: ShapesConfig, out: str | Path) -> dict[str, in
             "sft": len(sft),
             **{f"pope_{s}": len(pope[s]) for s in POPE_STRATEGIES},
             "pope_all": sum(len(q) for q in pope.values()),
+            **probe_counts,
         }
         write_dataset_json(folder, kind="shapes", counts=counts, settings=config_to_dict(config), files=files)
+    return counts
+
+
+# ---------------------------------------------------------------------------- discriminative probes
+#
+# EVALS 9.4 (existence, colour, count, relation; one yes and one no question per image, so MME's acc+ has its
+# pairs) and 9.2's attribute-level ShapesPOPE. They are written by `write_shapes_probes` into an existing world
+# by `generate_shapes_world` and, for worlds made before they existed, by `write_shapes_probes`; every question is a
+# pure function of the world's seed and sources.
+
+PROBE_KINDS: tuple[str, ...] = ("existence", "color", "count", "relation")
+COLOR_TEMPLATE = "Is the {shape} {color}?"
+RELATION_TEMPLATE = "Is the {a} to the left of the {b}?"
+ATTRIBUTE_TEMPLATE = "Is there {article} {color} {shape} in the image?"
+CHAIR_PROMPT = CAPTION_PROMPTS[0]
+PROBE_FILES: tuple[str, ...] = (*(f"probes_{k}.jsonl" for k in PROBE_KINDS), "probes_all.jsonl",
+                                "pope_attribute.jsonl", "pope_object_attribute.jsonl", "chair_questions.jsonl")
+
+
+def count_question(name: str, n: int) -> str:
+    """"Are there two circles in the image?"; for one, "exactly one" so the question is not an existence one."""
+    if n == 1:
+        return f"Is there exactly one {name} in the image?"
+    return f"Are there {vocab.NUMBER_WORDS[n]} {vocab.PLURALS[name]} in the image?"
+
+
+def _by_order(names: set[str]) -> list[str]:
+    return sorted(names, key=vocab.CLASSES.index)
+
+
+def _existence_pair(objects: list[dict[str, Any]], rng: random.Random):
+    present = _by_order({o["name"] for o in objects})
+    absent = [c for c in vocab.CLASSES if c not in present]  # at most 8 objects of 12 classes: never empty
+    yes, no = rng.choice(present), rng.choice(absent)
+    return [(_existence_question(yes), "yes", yes, None), (_existence_question(no), "no", no, None)]
+
+
+def _color_pair(objects: list[dict[str, Any]], rng: random.Random):
+    """The same single object asked with its colour and with a wrong one. The wrong colour is one another object
+    in the image wears when there is one (AMBER's attribute-binding trap), else any other colour."""
+    counts = Counter(o["name"] for o in objects)
+    unique = [o for o in objects if counts[o["name"]] == 1]  # "the circle" must name one object
+    if not unique:
+        return None
+    obj = rng.choice(unique)
+    worn = {o["color"] for o in objects} - {obj["color"]}
+    wrong = rng.choice([c for c in vocab.COLORS if c in worn] or [c for c in vocab.COLORS if c != obj["color"]])
+    return [(COLOR_TEMPLATE.format(shape=obj["name"], color=obj["color"]), "yes", obj["name"], obj["color"]),
+            (COLOR_TEMPLATE.format(shape=obj["name"], color=wrong), "no", obj["name"], wrong)]
+
+
+def _count_pair(objects: list[dict[str, Any]], rng: random.Random):
+    """A class's true count and a count one off (never zero, so the no question is about counting, not about
+    existence); classes present more than once are preferred, since a count of one is nearly existence."""
+    counts = Counter(o["name"] for o in objects)
+    name = rng.choice(_by_order({c for c, k in counts.items() if k > 1}) or _by_order(set(counts)))
+    n = counts[name]
+    wrong = n + 1 if n == 1 else rng.choice([n - 1, n + 1])
+    return [(count_question(name, n), "yes", name, n), (count_question(name, wrong), "no", name, wrong)]
+
+
+def _relation_pair(objects: list[dict[str, Any]], rng: random.Random):
+    """Two single objects whose boxes do not overlap horizontally, asked in both orders: the true order is yes,
+    the swapped one no (both shapes are present, so only the relation decides)."""
+    counts = Counter(o["name"] for o in objects)
+    unique = [o for o in objects if counts[o["name"]] == 1]
+    pairs = [(a, b) for a in unique for b in unique if a["bbox"][2] <= b["bbox"][0]]
+    if not pairs:
+        return None
+    a, b = rng.choice(pairs)
+    return [(RELATION_TEMPLATE.format(a=a["name"], b=b["name"]), "yes", a["name"], b["name"]),
+            (RELATION_TEMPLATE.format(a=b["name"], b=a["name"]), "no", b["name"], a["name"])]
+
+
+_PROBE_PAIRS = {"existence": _existence_pair, "color": _color_pair, "count": _count_pair,
+                "relation": _relation_pair}
+
+
+def probe_questions(eval_sources: list[dict[str, Any]], config: ShapesConfig) -> dict[str, list[dict[str, Any]]]:
+    """kind -> questions: per eval image one yes then one no question (an image that cannot be asked a kind,
+    e.g. no class present once for colour, is left out of that kind); ids unique across the kinds.
+
+    Row keys: the POPE ones (`category` and `probe` both name the kind) plus `value`: the colour, count or second
+    shape the question states (None for existence).
+    """
+    out: dict[str, list[dict[str, Any]]] = {k: [] for k in PROBE_KINDS}
+    next_id = 1
+    for kind in PROBE_KINDS:
+        for source in eval_sources:
+            rng = random.Random(derive_seed(config.seed, "probe", kind, image_index(source["id"])))
+            pair = _PROBE_PAIRS[kind](source["objects"], rng)
+            for text, label, target, value in pair or ():
+                out[kind].append({"question_id": next_id, "image": source["images"][0], "text": text,
+                                  "label": label, "category": kind, "target": target, "value": value,
+                                  "probe": kind})
+                next_id += 1
+    return out
+
+
+def _attribute_negative(strategy: str, positive: tuple[str, str], asked: set[tuple[str, str]],
+                        worn: set[str], rng: random.Random, frequency: Counter) -> tuple[str, str]:
+    """One absent (colour, class) pair by POPE's rules. Adversarial: the positive's class in a colour it does not
+    have here, preferring a colour another object wears (EVALS 9.2's attribute adversarial)."""
+    valid = [(c, s) for s in vocab.CLASSES for c in vocab.COLORS if (c, s) not in asked]
+    if strategy == "popular":
+        return max(valid, key=lambda p: (frequency[p], -valid.index(p)))
+    if strategy == "adversarial":
+        same = [(c, s) for c, s in valid if s == positive[1]]
+        if same:
+            return rng.choice([p for p in same if p[0] in worn] or same)
+    return rng.choice(valid)
+
+
+def attribute_pope_questions(eval_sources: list[dict[str, Any]], config: ShapesConfig,
+                             first_id: int) -> list[dict[str, Any]]:
+    """Attribute-level ShapesPOPE, "Is there a red circle in the image?", for the three strategies: up to
+    `pope_positives` present (colour, class) pairs per image, each followed by one absent pair. Ids start at
+    `first_id`, so they can share a file with the object-level questions."""
+    frequency = Counter(p for s in eval_sources for p in {(o["color"], o["name"]) for o in s["objects"]})
+    rows: list[dict[str, Any]] = []
+    for strategy in POPE_STRATEGIES:
+        for source in eval_sources:
+            index = image_index(source["id"])
+            present = sorted({(o["color"], o["name"]) for o in source["objects"]},
+                             key=lambda p: (vocab.CLASSES.index(p[1]), list(vocab.COLORS).index(p[0])))
+            random.Random(derive_seed(config.seed, "pope-attribute-positives", index)).shuffle(present)
+            rng = random.Random(derive_seed(config.seed, "pope-attribute", strategy, index))
+            asked, worn = set(present), {o["color"] for o in source["objects"]}
+            for positive in present[: config.pope_positives]:
+                negative = _attribute_negative(strategy, positive, asked, worn, rng, frequency)
+                asked.add(negative)
+                for (color, name), label in ((positive, "yes"), (negative, "no")):
+                    rows.append({"question_id": first_id + len(rows), "image": source["images"][0],
+                                 "text": ATTRIBUTE_TEMPLATE.format(article=vocab.article(color), color=color,
+                                                                   shape=name),
+                                 "label": label, "category": strategy, "target": name, "probe": "attribute",
+                                 "color": color})
+    return rows
+
+
+def write_shapes_probes(world: str | Path) -> dict[str, int]:
+    """Write the probe files (`PROBE_FILES`) into a generated world; return their row counts.
+
+    Reads the world's dataset.json settings (for the seed) and sources.jsonl; the same world always gives the
+    same bytes. Files the generator wrote are only read, never changed.
+    """
+    from align.data.io import read_dataset_json
+    from align.errors import DataError
+
+    folder = Path(world)
+    info = read_dataset_json(folder)
+    if info is None or info.get("kind") != "shapes":
+        raise DataError(folder, "not a shapes world (no dataset.json of kind 'shapes'); run `align data shapes`")
+    config = ShapesConfig(**info["settings"])
+    sources = [json.loads(line) for line in (folder / "sources.jsonl").read_text(encoding="utf-8").splitlines()
+               if line.strip()]
+    pope_all = [json.loads(line) for line in (folder / "pope_all.jsonl").read_text(encoding="utf-8").splitlines()
+                if line.strip()]
+    return _write_probes(folder, config, sources, pope_all)
+
+
+def _write_probes(folder: Path, config: ShapesConfig, sources: list[dict[str, Any]],
+                  pope_all: list[dict[str, Any]]) -> dict[str, int]:
+    from align.data.io import write_jsonl
+
+    evals = [s for s in sources if s["split"] == "eval"]
+    probes = probe_questions(evals, config)
+    attribute = attribute_pope_questions(evals, config, 1 + max((q["question_id"] for q in pope_all), default=0))
+    counts = {}
+    for kind in PROBE_KINDS:
+        counts[f"probes_{kind}"] = write_jsonl(folder / f"probes_{kind}.jsonl", probes[kind])
+    counts["probes_all"] = write_jsonl(folder / "probes_all.jsonl", [q for k in PROBE_KINDS for q in probes[k]])
+    counts["pope_attribute"] = write_jsonl(folder / "pope_attribute.jsonl", attribute)
+    counts["pope_object_attribute"] = write_jsonl(folder / "pope_object_attribute.jsonl", pope_all + attribute)
+    # ShapesCHAIR's captioning prompts, one per eval image, keyed by the image id (what evaluate_chair joins on).
+    counts["chair_questions"] = write_jsonl(folder / "chair_questions.jsonl", [
+        {"question_id": s["id"], "image": s["images"][0], "text": CHAIR_PROMPT} for s in evals])
     return counts

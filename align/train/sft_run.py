@@ -142,12 +142,14 @@ def train_stage(plan: StagePlan, model_path: str, resume: bool, progress: bool, 
     title = f"stage {plan.index}/{n_stages} '{plan.name}': {family}, train={policy}, {len(data)} rows"
     if data.dropped:
         title += f" ({data.dropped} too long, dropped)"
-    model = apply_policy_and_report(model, family, cfg, policy, title, show=main)
+    model = apply_policy_and_report(model, family, cfg, policy, title, show=main and progress)
 
     trainer = AlignSFTTrainer(
         model=model,
         args=cfg,
-        train_dataset=datasets.Dataset.from_dict({"row": list(range(len(data)))}),
+        # `length` lets train_sampling_strategy=group_by_length batch rows of similar length (less padding).
+        train_dataset=datasets.Dataset.from_dict({"row": list(range(len(data))),
+                                                  "length": [s.length for s in data.spans]}),
         data_collator=ConversationCollator(ConversationEncoder(processor, family), data.load_example, data.spans),
         processing_class=processor,
         family=family,

@@ -15,7 +15,7 @@ Uncertain or deliberate points:
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from data_builders.vocab.vocabulary import IRREGULAR_PLURALS, Vocabulary, pluralize
@@ -68,9 +68,14 @@ def coco_double_word_dict() -> dict[str, str]:
     return table
 
 
-@lru_cache(maxsize=2)
 def coco_vocabulary(reference_exact: bool = False) -> Vocabulary:
-    """COCO with CHAIR's synonyms and phrases and the general English attribute and relation words."""
+    """COCO with CHAIR's synonyms and phrases and the general English attribute and relation words (one shared
+    instance per setting: `coco_vocabulary()` and `coco_vocabulary(reference_exact=False)` are the same object)."""
+    return _coco_vocabulary(bool(reference_exact))
+
+
+@cache
+def _coco_vocabulary(reference_exact: bool) -> Vocabulary:
     synonyms: dict[str, str] = {}
     for entries in coco_synonym_lines(reference_exact):
         for entry in entries:

@@ -19,7 +19,7 @@ def test_readme_starts_with_two_single_line_commands():
     assert len(commands) == 2, commands
     assert all("\n" not in c for c in commands)
     install_and_run, install_and_test = commands
-    assert install_and_run.startswith("pip install torch==2.14.1 torchvision==0.29.1 && pip install -e . &&")
+    assert install_and_run == "pip install torch==2.14.1 torchvision==0.29.1 && pip install -e . && align quickstart"
     assert "pytest" in install_and_test
 
 

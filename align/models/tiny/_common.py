@@ -80,6 +80,10 @@ def chat_template(
 
     Images become `image_token` where `{"type": "image"}` items stand (None for processors that insert image
     tokens themselves). Assistant text sits inside `{% generation %}` so trainers can mask everything else.
+
+    The generation prompt is `ASSISTANT:` with no trailing space; the space belongs to the answer, as in
+    LLaVA-1.5. A prompt ending in a space tokenizes to a lone space token that training never shows before an
+    answer (training sees `:` then ` Yes`), so generation and first-token likelihoods would start off-distribution.
     """
     image = f"{image_token}\\n" if image_token else ""
     video = f"{video_token}\\n" if video_token else ""
@@ -89,13 +93,13 @@ def chat_template(
         "{% if message['role'] == 'system' %}{% set role = 'SYSTEM' %}"
         "{% elif message['role'] == 'user' %}{% set role = '" + user + "' %}"
         "{% else %}{% set role = '" + assistant + "' %}{% endif %}"
-        "{{ role + ': ' }}"
+        "{{ role + ':' }}"
         "{% if message['content'] is string %}{% set items = [{'type': 'text', 'text': message['content']}] %}"
         "{% else %}{% set items = message['content'] %}{% endif %}"
-        "{% if message['role'] == 'assistant' %}{% generation %}"
+        "{% if message['role'] == 'assistant' %}{% generation %}{{ ' ' }}"
         "{% for item in items %}{% if item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}"
         "{{ '" + eos + "' }}{% endgeneration %}"
-        "{% else %}"
+        "{% else %}{{ ' ' }}"
         "{% for item in items %}"
         "{% if item['type'] == 'image' %}{{ '" + image + "' }}"
         "{% elif item['type'] == 'video' %}{{ '" + video + "' }}"
@@ -103,7 +107,7 @@ def chat_template(
         "{% endfor %}{{ ' ' }}"
         "{% endif %}"
         "{% endfor %}"
-        "{% if add_generation_prompt %}{{ '" + assistant + ": ' }}{% endif %}"
+        "{% if add_generation_prompt %}{{ '" + assistant + ":' }}{% endif %}"
     )
 
 

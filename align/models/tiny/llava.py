@@ -36,7 +36,7 @@ class LlavaSize:
 
 
 # `align models tiny --family llava --size NAME`. Parameters with the 512-token vocabulary: tiny 236,736;
-# small 893,056 (wide enough a language model to learn a generated world's captions); base 20,474,752
+# small 893,056 (the quickstart's model: a wider language model, the same 32 px vision); base 20,474,752
 # (benchmarks: per-step costs where the matrix products, not Python overhead, dominate).
 LLAVA_SIZES = {
     "tiny": LlavaSize(),

@@ -54,7 +54,7 @@ def run_dpo(config: AlignDPOConfig, resume: bool = False, progress: bool = True)
     title = f"dpo --variant {cfg.variant}: {family}, train={policy}, {len(data)} pairs"
     if data.dropped:
         title += f" ({data.dropped} too long, dropped)"
-    model = apply_policy_and_report(model, family, cfg, policy, title, show=main)
+    model = apply_policy_and_report(model, family, cfg, policy, title, show=main and progress)
     from peft import PeftModel
 
     ref_model = None
@@ -75,7 +75,9 @@ def run_dpo(config: AlignDPOConfig, resume: bool = False, progress: bool = True)
         model=model,
         ref_model=ref_model,
         args=cfg,
-        train_dataset=datasets.Dataset.from_dict({"row": list(range(len(data)))}),
+        # `length` lets train_sampling_strategy=group_by_length batch pairs of similar length (less padding).
+        train_dataset=datasets.Dataset.from_dict({"row": list(range(len(data))), "length": [
+            max(la.chosen.length, la.rejected.length) for la in data.layouts]}),
         data_collator=PreferenceCollator(ConversationEncoder(processor, family), data,
                                          gamma=cfg.ddpo_gamma if variant.token_weights else None,
                                          scores=variant.score_fields(cfg),

@@ -1,0 +1,149 @@
+"""Answers from a model for a benchmark's questions: batched, written as it goes, resumable.
+
+Each question row is {question_id (or id/image_id), image, text}; the model sees one user turn, the image and the
+question text (or `prompt` for captioning benchmarks whose rows have no text). The answers go to
+`<out>.partial`, one JSONL row per question, flushed after every batch; a rerun of the same command skips the
+ids already answered, and the file is renamed to `<out>` once every question has its answer, so `<out>` only
+ever exists complete.
+
+`mode="likelihood"` (yes/no benchmarks) writes no text but the log-probabilities of the first answer token,
+yes_logprob = log(P(Yes) + P(yes)) and no_logprob alike, as RLAIF-V's labeler reads them: a model too small to
+answer in words is still probed on what it believes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from align.errors import ConfigError, DataError
+from align.eval.common import index_by_id, read_rows
+
+ID_FIELDS = ("question_id", "id", "image_id")
+MODES = ("generate", "likelihood")
+YES_NO = {"yes": ("Yes", "yes"), "no": ("No", "no")}
+
+
+@dataclass
+class GenerationSettings:
+    model: str
+    adapter: str | None = None
+    image_root: str | None = None
+    batch_size: int = 16
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    prompt: str | None = None  # for rows without `text` (captioning)
+    suffix: str = ""  # appended to every question (e.g. POPE's "\nAnswer the question using a single word ...")
+    mode: str = "generate"
+    dtype: str = "float32"
+    seed: int = 0
+
+
+def generate_answers(questions: str | Path, out: str | Path, settings: GenerationSettings,
+                     progress: bool = True) -> Path:
+    """Answer every question of `questions` into `out` (JSONL); returns `out`."""
+    from align.data.images import load_media
+
+    if settings.mode not in MODES:
+        raise ConfigError(f"mode must be one of {', '.join(MODES)}, got '{settings.mode}'")
+    questions = Path(questions)
+    out = Path(out)
+    rows = read_rows(questions)
+    by_id = index_by_id(questions, rows, ID_FIELDS)
+    numbers = {id(row): number for number, row in rows}
+    base_dir = Path(settings.image_root) if settings.image_root else questions.parent
+    for key, row in by_id.items():  # every prompt is checked before the model loads
+        if not isinstance(row.get("text", settings.prompt), str):
+            raise DataError(questions, f"question {key!r} has no text and no prompt was given (prompt=...)",
+                            row=numbers[id(row)], field="text")
+        if "image" not in row:
+            raise DataError(questions, f"question {key!r} has no image", row=numbers[id(row)], field="image")
+    if out.is_file():
+        return out
+    partial = out.with_name(out.name + ".partial")
+    done = _answered(partial, by_id)
+    todo = [key for key in by_id if key not in done]
+    if todo:
+        from data_builders.generate import Generator
+
+        generator = Generator(settings.model, adapter=settings.adapter, dtype=settings.dtype,
+                              batch_size=settings.batch_size)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(partial, "a", encoding="utf-8") as sink, _progress(len(by_id), len(done), progress) as advance:
+            for start in range(0, len(todo), settings.batch_size):
+                keys = todo[start:start + settings.batch_size]
+                conversations, images = [], []
+                for key in keys:
+                    row = by_id[key]
+                    text = row.get("text", settings.prompt) + settings.suffix
+                    conversations.append([{"role": "user", "content": [{"type": "image"},
+                                                                       {"type": "text", "text": text}]}])
+                    images.append([load_media(row["image"], base_dir, None, path=questions, row=numbers[id(row)],
+                                              field="image")])
+                answers = _answer(generator, conversations, images, settings, start)
+                for key, answer in zip(keys, answers, strict=True):
+                    sink.write(json.dumps({"question_id": key, **answer}) + "\n")
+                sink.flush()
+                advance(len(keys))
+    os.replace(partial, out)
+    return out
+
+
+def _answer(generator, conversations, images, settings: GenerationSettings, start: int) -> list[dict[str, Any]]:
+    if settings.mode == "likelihood":
+        scores = generator.answer_logprobs(conversations, images, YES_NO)
+        return [{"text": "yes" if s["yes"] > s["no"] else "no", "yes_logprob": s["yes"], "no_logprob": s["no"]}
+                for s in scores]
+    texts = generator.generate(conversations, images, seed=settings.seed + start,
+                               max_new_tokens=settings.max_new_tokens, temperature=settings.temperature)
+    return [{"text": t} for t in texts]
+
+
+def _answered(partial: Path, questions: dict) -> set:
+    """Ids already in a partial answers file; a torn last line (a kill mid-write) is cut off."""
+    if not partial.is_file():
+        return set()
+    done, keep = set(), 0
+    with open(partial, "rb") as f:
+        data = f.read()
+    for line in data.splitlines(keepends=True):
+        if not line.endswith(b"\n"):
+            break
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            break
+        if row.get("question_id") not in questions:
+            raise DataError(partial, f"answers id {row.get('question_id')!r} is not a question; delete the file "
+                            "to start over")
+        done.add(row["question_id"])
+        keep += len(line)
+    if keep != len(data):
+        with open(partial, "r+b") as f:
+            f.truncate(keep)
+    return done
+
+
+class _progress:
+    """A rich progress bar over questions (a no-op when disabled)."""
+
+    def __init__(self, total: int, completed: int, enabled: bool):
+        self.total, self.completed, self.enabled = total, completed, enabled
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda n: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("answering"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        self.bar.start()
+        task = self.bar.add_task("answering", total=self.total, completed=self.completed)
+        return lambda n: self.bar.advance(task, n)
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.bar.stop()
+

@@ -1,0 +1,176 @@
+"""The quickstart's data, made from a shapes world's exact ground truth.
+
+- `noisy_sft_records`: the world's SFT conversations, except that a caption of an image holding an anchor
+  (crescent, heart, triangle, cross) without its planted partner adds the partner with probability `noise`, as
+  a web caption written from habit would. This is the language-prior hallucination the alignment must remove.
+- `preference_pairs`: chosen = the exact caption; rejected = a corrupted one: `add` an absent object (the
+  image's bait partner when it has one, else an absent class drawn from the prior), `drop` a present object, or
+  `swap` an object's class or colour. Each pair records its kind.
+- `sampled_pairs` (RLAIF-V style, no clean captions): the SFT model's own samples, scored by a claim checker
+  (the world's ground truth standing in for RLAIF-V's labeler), best against worst.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from align.data import shapes_vocab as vocab
+from align.data.shapes import CAPTION_PROMPTS, PLANTED_PARTNERS, caption, derive_seed
+
+PAIR_KINDS = ("add", "drop", "swap")
+PROMPT = CAPTION_PROMPTS[0]  # "Describe this image in detail."
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def train_sources(world: str | Path) -> list[dict[str, Any]]:
+    return [s for s in read_jsonl(Path(world) / "sources.jsonl") if s["split"] == "train"]
+
+
+def absent_partners(objects: Sequence[dict[str, Any]]) -> list[str]:
+    """Partners of the anchors present whose partner is absent (the image's bait classes)."""
+    names = {o["name"] for o in objects}
+    return sorted({PLANTED_PARTNERS[a] for a in names if a in PLANTED_PARTNERS} - names)
+
+
+def _fake_object(name: str, objects: Sequence[dict[str, Any]], rng: random.Random) -> dict[str, Any]:
+    """An object of class `name` in a free cell (any cell when all are taken), random colour and size."""
+    taken = {o["cell"] for o in objects}
+    cells = [c for c in vocab.CELLS if c not in taken] or list(vocab.CELLS)
+    return {"name": name, "color": rng.choice(list(vocab.COLORS)), "size": rng.choice(list(vocab.SIZES)),
+            "cell": rng.choice(cells)}
+
+
+def _in_reading_order(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(objects, key=lambda o: vocab.CELLS.index(o["cell"]))
+
+
+def with_added(objects: Sequence[dict[str, Any]], name: str, rng: random.Random) -> str:
+    return caption(_in_reading_order([*objects, _fake_object(name, objects, rng)]))
+
+
+def noisy_sft_records(world: str | Path, noise: float, seed: int) -> tuple[list[dict[str, Any]], int]:
+    """(the world's SFT records with partner-adding captions, how many captions were changed)."""
+    sources = {s["id"]: s for s in train_sources(world)}
+    records, changed = [], 0
+    for record in read_jsonl(Path(world) / "sft.jsonl"):
+        source_id = record["id"].rsplit("_", 1)[0]
+        source = sources.get(source_id)
+        if source is not None and record["id"].endswith("_caption"):
+            rng = random.Random(derive_seed(seed, "noisy-sft", source_id))
+            baits = absent_partners(source["objects"])
+            if baits and rng.random() < noise:
+                text = with_added(source["objects"], rng.choice(baits), rng)
+                record = {**record, "messages": [record["messages"][0],
+                                                 {"role": "assistant", "content": [{"type": "text", "text": text}]}]}
+                changed += 1
+        records.append(record)
+    return records, changed
+
+
+def _absent(objects: Sequence[dict[str, Any]], rng: random.Random) -> str:
+    names = {o["name"] for o in objects}
+    baits = absent_partners(objects)
+    if baits:
+        return rng.choice(baits)
+    return rng.choice([c for c in vocab.CLASSES if c not in names])
+
+
+def corrupt_caption(objects: Sequence[dict[str, Any]], kind: str, rng: random.Random) -> tuple[str, str]:
+    """(rejected caption, the kind applied): `drop` needs 2+ objects and falls back to `swap`."""
+    objects = [dict(o) for o in objects]
+    if kind == "add":
+        return with_added(objects, _absent(objects, rng), rng), "add"
+    if kind == "drop" and len(objects) >= 2:
+        objects.pop(rng.randrange(len(objects)))
+        return caption(objects), "drop"
+    i = rng.randrange(len(objects))
+    names = {o["name"] for o in objects}
+    if rng.random() < 0.5:
+        objects[i]["name"] = rng.choice([c for c in vocab.CLASSES if c not in names])
+    else:
+        objects[i]["color"] = rng.choice([c for c in vocab.COLORS if c != objects[i]["color"]])
+    return caption(_in_reading_order(objects)), "swap"
+
+
+def preference_pairs(world: str | Path, n_pairs: int, seed: int,
+                     mix: Sequence[float] = (0.5, 0.25, 0.25)) -> list[dict[str, Any]]:
+    """`n_pairs` preference records (cycling over the train images in a seeded order): exact caption against a
+    corrupted one, the kind drawn with probabilities `mix` over (add, drop, swap)."""
+    sources = train_sources(world)
+    rng = random.Random(derive_seed(seed, "quickstart-pairs"))
+    order = list(range(len(sources)))
+    rng.shuffle(order)
+    rows = []
+    for k in range(n_pairs):
+        source = sources[order[k % len(order)]]
+        kind = rng.choices(PAIR_KINDS, weights=mix)[0]
+        rejected, applied = corrupt_caption(source["objects"], kind, rng)
+        rows.append(_pair(f"{source['id']}-p{k}", source, source["caption"], rejected, {"kind": applied}))
+    return rows
+
+
+def _pair(row_id: str, source: dict[str, Any], chosen: str, rejected: str, meta: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row_id,
+        "images": source["images"],
+        "prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": PROMPT}]}],
+        "chosen": [{"role": "assistant", "content": [{"type": "text", "text": chosen}]}],
+        "rejected": [{"role": "assistant", "content": [{"type": "text", "text": rejected}]}],
+        "method": "quickstart",
+        "meta": json.dumps(meta, sort_keys=True),
+    }
+
+
+def chosen_sft_records(pairs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The control: the chosen side of every pair as an SFT conversation (same images and prompts)."""
+    return [{"id": p["id"], "images": p["images"], "messages": [*p["prompt"], *p["chosen"]]} for p in pairs]
+
+
+def caption_errors(text: str, objects: Sequence[dict[str, Any]]) -> tuple[int, int]:
+    """(wrong claims, correct object mentions) of a caption under the exact ground truth: hallucinated object
+    mentions plus wrong colour, count and position claims; and the mentions of present classes."""
+    from align.eval.chair import caption_to_objects
+    from align.eval.shapes_chair import caption_claims, shapes_chair_vocab
+
+    chair_vocab = shapes_chair_vocab()
+    names = {o["name"] for o in objects}
+    mentioned = caption_to_objects(text, chair_vocab).objects
+    wrong = sum(m not in names for m in mentioned)
+    claims = caption_claims(text, objects, chair_vocab)
+    wrong += sum(not ok for group in (claims.color, claims.count, claims.position) for ok in group)
+    return wrong, len({m for m in mentioned if m in names})
+
+
+def sampled_pairs(samples: dict[str, list[str]], world: str | Path, seed: int) -> list[dict[str, Any]]:
+    """RLAIF-V-style pairs from the model's own samples per train image ({image id: [caption, ...]}): each
+    sample scores its correct object mentions minus its wrong claims; the best is chosen and the worst rejected
+    when their scores differ by at least one.
+
+    RLAIF-V's own score, minus the wrong claims alone, was tried first: a caption that names nothing scores best,
+    and DPO on those pairs taught the model to name nothing (recall 0.001 on the shapes world). Crediting correct
+    mentions plays the part of RLAIF-V's length balancing."""
+    sources = {s["id"]: s for s in train_sources(world)}
+    rows = []
+    for image_id, texts in samples.items():
+        source = sources[image_id]
+        scored = []
+        for text in dict.fromkeys(texts):  # identical samples carry no contrast
+            wrong, right = caption_errors(text, source["objects"])
+            scored.append((right - wrong, wrong, right, text))
+        if len(scored) < 2:
+            continue
+        scored.sort(key=lambda s: (s[0], -s[1]))
+        worst, best = scored[0], scored[-1]
+        if best[0] - worst[0] >= 1:
+            rows.append(_pair(f"{image_id}-s", source, best[3], worst[3], {
+                "kind": "sampled", "chosen_wrong": best[1], "chosen_right": best[2], "rejected_wrong": worst[1],
+                "rejected_right": worst[2]}))
+    random.Random(derive_seed(seed, "sampled-pairs")).shuffle(rows)
+    return rows

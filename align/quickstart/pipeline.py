@@ -1,0 +1,336 @@
+"""`align quickstart`: every arrow of the toolkit on a generated shapes world, on a CPU, in minutes.
+
+world (co-occurrence prior) -> noisy SFT captions -> tiny LLaVA -> align sft -> pairs -> align dpo (several
+losses) and the honest control (SFT on the chosen side) -> align eval (ShapesCHAIR captions, ShapesPOPE by
+yes/no likelihood) for every model -> a table and a PNG. With `onpolicy`, a second contrast: pairs of the SFT
+model's own samples ranked by a claim checker (RLAIF-V style), against its own control (SFT on the best sample).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+# The figures the comparison shows, in order: (key, what it measures, lower is better?)
+HEADLINE = (
+    ("partner_halluc", "absent planted partner mentioned (share of bait classes, eval captions)", True),
+    ("chair_i", "CHAIR_i: hallucinated share of object mentions", True),
+    ("chair_s", "CHAIR_s: captions with a hallucinated object", True),
+    ("recall", "present classes mentioned", False),
+    ("color_chair", "wrong colour claims", True),
+    ("len", "caption length (tokens)", False),
+    ("pope_f1", "ShapesPOPE F1 (yes/no likelihood)", False),
+    ("pope_adv_f1", "ShapesPOPE adversarial F1", False),
+)
+
+
+@dataclass
+class QuickstartConfig:
+    out: str = "runs/quickstart"
+    seed: int = 0
+    seeds: int = 1
+    fast: bool = False
+    n_images: int = 800
+    image_size: int = 64
+    max_objects: int = 4
+    cooccurrence: float = 0.8
+    sft_noise: float = 0.6  # P(caption adds the absent partner) for images with an anchor and no partner
+    model_size: str = "small"
+    sft_steps: int = 800
+    sft_batch: int = 32
+    sft_lr: float = 1e-3
+    n_pairs: int = 600
+    pair_mix: tuple[float, float, float] = (0.5, 0.25, 0.25)
+    methods: tuple[str, ...] = ("dpo", "mdpo")
+    dpo_lr: float = 1e-4
+    dpo_beta: float = 0.1
+    dpo_epochs: int = 3
+    dpo_batch: int = 16
+    dpo_sft_coef: float = 0.05  # dpo+sft: weight of the summed chosen log-prob (the stic variant)
+    onpolicy: bool = True
+    samples_per_image: int = 4
+    sample_temperature: float = 0.8
+    max_new_tokens: int = 80
+    threads: int = 0  # 0: all cores
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def fast_settings(cls, **kw) -> QuickstartConfig:
+        """The test-suite size: a smaller world, fewer steps and pairs, one method, no on-policy round."""
+        settings = dict(fast=True, n_images=240, sft_steps=150, n_pairs=160, methods=("mdpo",), dpo_epochs=2,
+                        onpolicy=False, max_new_tokens=60)
+        return cls(**{**settings, **kw})
+
+
+def run_quickstart(cfg: QuickstartConfig, console=None) -> dict[str, Any]:
+    """Run the pipeline for `cfg.seeds` seeds; write results.json, results.md and results.png under `cfg.out`."""
+    import torch
+    from rich.console import Console
+
+    console = console or Console()
+    _quiet_libraries()
+    torch.set_flush_denormal(True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    per_seed = []
+    for k in range(cfg.seeds):
+        seed = cfg.seed + k
+        console.rule(f"seed {seed}")
+        per_seed.append(run_one_seed(replace(cfg, seed=seed), out / f"seed{seed}", console))
+    summary = summarize(per_seed)
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    summary["config"] = {k: v for k, v in cfg.__dict__.items()}
+    _write(out / "results.json", json.dumps(summary, indent=1) + "\n")
+    _write(out / "results.md", results_markdown(summary))
+    from align.eval.report import draw_bars
+
+    rows = summary["rows"]
+    draw_bars({name: {m: v["mean"] for m, v in row.items()} for name, row in rows.items()},
+              [m for m, _, _ in HEADLINE if m != "len"], out / "results.png",
+              title=f"align quickstart: {cfg.seeds} seed(s)")
+    print_summary(summary, console)
+    return summary
+
+
+def run_one_seed(cfg: QuickstartConfig, out: Path, console) -> dict[str, dict[str, float]]:
+    from align.data.io import write_jsonl
+    from align.data.shapes import ShapesConfig, generate_shapes_world
+    from align.models.tiny import build_tiny
+    from align.quickstart.data import chosen_sft_records, noisy_sft_records, preference_pairs
+
+    world = out / "world"
+    out.mkdir(parents=True, exist_ok=True)
+    timer = _Timer(console, out / "log.txt")
+    if not (world / "dataset.json").is_file():
+        with timer("world"):
+            generate_shapes_world(ShapesConfig(n=cfg.n_images, seed=cfg.seed, image_size=max(cfg.image_size, 64),
+                                               max_objects=cfg.max_objects, cooccurrence=cfg.cooccurrence), world)
+    data = world  # data files live in the world folder, so their image paths resolve
+    sft_records, changed = noisy_sft_records(world, cfg.sft_noise, cfg.seed)
+    write_jsonl(data / "quickstart_sft.jsonl", sft_records)
+    console.print(f"  SFT data: {len(sft_records)} conversations, {changed} captions add an absent partner")
+    base = out / "base"
+    if not (base / "config.json").is_file():
+        build_tiny("llava", base, seed=cfg.seed, size=cfg.model_size)
+    sft = out / "sft"
+    with timer(f"sft ({cfg.sft_steps} steps x {cfg.sft_batch})"):
+        _sft(base, data / "quickstart_sft.jsonl", sft, cfg.sft_steps, cfg.sft_batch, cfg.sft_lr, cfg, warmup=0.05,
+             train_sampling_strategy="group_by_length")
+    pairs = preference_pairs(world, cfg.n_pairs, cfg.seed, cfg.pair_mix)
+    write_jsonl(data / "quickstart_pairs.jsonl", pairs)
+    write_jsonl(data / "quickstart_chosen.jsonl", chosen_sft_records(pairs))
+    steps = math.ceil(len(pairs) / cfg.dpo_batch) * cfg.dpo_epochs
+    models = {"sft": sft}
+    for method in cfg.methods:
+        with timer(f"dpo {method} ({steps} steps)"):
+            models[method] = _dpo(method, sft, data / "quickstart_pairs.jsonl", out / f"dpo-{method}", cfg)
+    with timer(f"control: sft on chosen ({steps} steps)"):
+        models["sft-chosen"] = _sft(sft, data / "quickstart_chosen.jsonl", out / "sft-chosen", steps,
+                                    cfg.dpo_batch, cfg.dpo_lr, cfg)
+    if cfg.onpolicy:
+        models.update(_onpolicy_round(cfg, world, sft, out, timer, console))
+    results = {}
+    for name, path in models.items():
+        with timer(f"eval {name}"):
+            results[name] = evaluate_model(path, world, out / "eval" / name, cfg)
+    _write(out / "results.json", json.dumps(results, indent=1) + "\n")
+    return results
+
+
+def _onpolicy_round(cfg: QuickstartConfig, world: Path, sft: Path, out: Path, timer, console) -> dict[str, Path]:
+    """RLAIF-V style: sample captions from the SFT model, rank by the claim checker, DPO best vs worst; its
+    control trains SFT on the best samples alone."""
+    from align.data.io import write_jsonl
+    from align.quickstart.data import chosen_sft_records, sampled_pairs, train_sources
+
+    sources = train_sources(world)
+    with timer(f"sample {cfg.samples_per_image} captions x {len(sources)} train images"):
+        samples = sample_captions(sft, world, sources, cfg)
+    pairs = sampled_pairs(samples, world, cfg.seed)
+    console.print(f"  on-policy pairs: {len(pairs)} of {len(sources)} images have samples that differ by a claim")
+    if not pairs:
+        return {}
+    write_jsonl(world / "quickstart_onpolicy_pairs.jsonl", pairs)
+    write_jsonl(world / "quickstart_onpolicy_best.jsonl", chosen_sft_records(pairs))
+    steps = math.ceil(len(pairs) / cfg.dpo_batch) * cfg.dpo_epochs
+    models = {}
+    with timer(f"dpo on own samples ({steps} steps)"):
+        models["onpolicy-dpo"] = _dpo("dpo", sft, world / "quickstart_onpolicy_pairs.jsonl", out / "onpolicy-dpo",
+                                      cfg)
+    with timer(f"control: sft on best samples ({steps} steps)"):
+        models["onpolicy-sft-best"] = _sft(sft, world / "quickstart_onpolicy_best.jsonl", out / "onpolicy-sft-best",
+                                           steps, cfg.dpo_batch, cfg.dpo_lr, cfg)
+    return models
+
+
+def sample_captions(model: Path, world: Path, sources, cfg: QuickstartConfig) -> dict[str, list[str]]:
+    from align.data.images import load_media
+    from align.quickstart.data import PROMPT
+    from data_builders.generate import Generator
+
+    generator = Generator(str(model), batch_size=64)
+    conversations = [[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": PROMPT}]}]]
+    samples: dict[str, list[str]] = {s["id"]: [] for s in sources}
+    images = [[load_media(s["images"][0], world, None)] for s in sources]
+    for k in range(cfg.samples_per_image):
+        texts = generator.generate(conversations * len(sources), images, seed=cfg.seed * 1000 + k,
+                                   max_new_tokens=cfg.max_new_tokens, temperature=cfg.sample_temperature)
+        for source, text in zip(sources, texts, strict=True):
+            samples[source["id"]].append(text)
+    return samples
+
+
+def _common_args(cfg: QuickstartConfig) -> dict[str, Any]:
+    return dict(max_length=512, save_strategy="no", report_to="none", disable_tqdm=True, seed=cfg.seed,
+                logging_steps=25, train="all", max_grad_norm=1.0)
+
+
+def _sft(model: Path, data: Path, out: Path, steps: int, batch: int, lr: float, cfg: QuickstartConfig,
+         warmup: float = 0.0, **extra: Any) -> Path:
+    from align.train.sft import AlignSFTConfig
+    from align.train.sft_run import run_sft
+
+    if (out / "run.json").is_file() and json.loads((out / "run.json").read_text()).get("complete"):
+        return out
+    config = AlignSFTConfig(model=str(model), data=str(data), output_dir=str(out), max_steps=steps,
+                            per_device_train_batch_size=batch, learning_rate=lr, lr_scheduler_type="cosine",
+                            warmup_steps=warmup, **extra, **_common_args(cfg))
+    run_sft(config, progress=False)
+    return out
+
+
+def _dpo(method: str, model: Path, data: Path, out: Path, cfg: QuickstartConfig) -> Path:
+    from align.train.dpo.config import AlignDPOConfig
+    from align.train.dpo.run import run_dpo
+
+    if (out / "run.json").is_file() and json.loads((out / "run.json").read_text()).get("complete"):
+        return out
+    variant = {"dpo+sft": "stic"}.get(method, method)
+    extra = {"stic_sft_coef": cfg.dpo_sft_coef} if method == "dpo+sft" else {}
+    config = AlignDPOConfig(model=str(model), data=str(data), output_dir=str(out), variant=variant,
+                            learning_rate=cfg.dpo_lr, beta=cfg.dpo_beta, num_train_epochs=cfg.dpo_epochs,
+                            per_device_train_batch_size=cfg.dpo_batch, lr_scheduler_type="cosine",
+                            precompute_ref_log_probs=True, **extra, **_common_args(cfg))
+    run_dpo(config, progress=False)
+    return out
+
+
+def evaluate_model(model: Path, world: Path, out: Path, cfg: QuickstartConfig) -> dict[str, float]:
+    """ShapesCHAIR on greedy captions of every eval image and ShapesPOPE by yes/no likelihood."""
+    from align.data.shapes import POPE_SUFFIX
+    from align.eval.runner import GenerationSettings, generate_answers
+    from align.eval.shapes import evaluate_chair, evaluate_pope
+
+    captions = generate_answers(world / "chair_questions.jsonl", out / "captions.jsonl",
+                                GenerationSettings(model=str(model), batch_size=64,
+                                                   max_new_tokens=cfg.max_new_tokens), progress=False)
+    chair = evaluate_chair(captions, world / "chair_questions.jsonl", sources=str(world / "sources.jsonl"),
+                           world=str(world / "world.json"))
+    answers = generate_answers(world / "pope_all.jsonl", out / "pope.jsonl",
+                               GenerationSettings(model=str(model), batch_size=64, mode="likelihood",
+                                                  suffix=POPE_SUFFIX), progress=False)
+    pope = evaluate_pope(answers, world / "pope_all.jsonl")
+    m = chair.metrics
+    return {"partner_halluc": m["cog"], "chair_i": m["chair_i"], "chair_s": m["chair_s"], "recall": m["recall"],
+            "color_chair": m["color_chair"], "len": m["len"], "pope_f1": pope.metrics["f1"],
+            "pope_adv_f1": pope.groups.get("adversarial", {}).get("f1", float("nan"))}
+
+
+def summarize(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, Any]:
+    """{"rows": {model: {metric: {"mean", "std", "values"}}}, "seeds": n}."""
+    rows: dict[str, dict[str, dict[str, Any]]] = {}
+    for name in per_seed[0]:
+        rows[name] = {}
+        for metric, _, _ in HEADLINE:
+            values = [seed[name][metric] for seed in per_seed if name in seed]
+            rows[name][metric] = {"mean": statistics.fmean(values),
+                                  "std": statistics.stdev(values) if len(values) > 1 else 0.0, "values": values}
+    return {"seeds": len(per_seed), "rows": rows}
+
+
+def results_markdown(summary: dict[str, Any]) -> str:
+    metrics = [m for m, _, _ in HEADLINE]
+    lines = ["| model | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+    for name, row in summary["rows"].items():
+        cells = [_fmt(row[m], summary["seeds"]) for m in metrics]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: dict[str, Any], seeds: int) -> str:
+    return f"{value['mean']:.3f}" + (f" ± {value['std']:.3f}" if seeds > 1 else "")
+
+
+def print_summary(summary: dict[str, Any], console) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"align quickstart ({summary['seeds']} seed(s), {summary['seconds']} s)")
+    table.add_column("model")
+    for metric, _, lower in HEADLINE:
+        table.add_column(metric + (" ↓" if lower else " ↑"), justify="right")
+    for name, row in summary["rows"].items():
+        table.add_row(name, *(_fmt(row[m], summary["seeds"]) for m, _, _ in HEADLINE))
+    console.print(table)
+    for metric, meaning, _ in HEADLINE:
+        console.print(f"  {metric}: {meaning}")
+
+
+def _quiet_libraries() -> None:
+    """The quickstart prints its own progress: no per-load bars, per-step dicts or library warnings."""
+    import logging
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    logging.getLogger("DeepSpeed").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning)
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class _Timer:
+    """`with timer("what"):` prints what runs and how long it took; the libraries' own output (per-step log
+    dicts, warnings) goes to `log` instead of the console."""
+
+    def __init__(self, console, log: Path | None = None):
+        self.console, self.log = console, log
+
+    def __call__(self, what: str):
+        import contextlib
+
+        timer = self
+
+        class _Block:
+            def __enter__(self):
+                self.start = time.perf_counter()
+                timer.console.print(f"[bold]{what}[/bold] ...")
+                self.stack = contextlib.ExitStack()
+                if timer.log is not None:
+                    sink = self.stack.enter_context(open(timer.log, "a", encoding="utf-8"))
+                    sink.write(f"\n==> {what}\n")
+                    self.stack.enter_context(contextlib.redirect_stdout(sink))
+                    self.stack.enter_context(contextlib.redirect_stderr(sink))
+
+            def __exit__(self, *exc):
+                self.stack.close()
+                if exc[0] is None:
+                    timer.console.print(f"  {what}: {time.perf_counter() - self.start:.1f} s")
+
+        return _Block()

@@ -1,0 +1,113 @@
+"""The quickstart's data from a small shapes world: exactly what changes between chosen and rejected, which
+captions get the hallucinated partner, and how sampled captions are ranked."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from align.data.shapes import PLANTED_PARTNERS, ShapesConfig, caption, generate_shapes_world
+from align.eval.chair import caption_to_objects
+from align.eval.shapes_chair import shapes_chair_vocab
+from align.quickstart import data as qd
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    out = tmp_path_factory.mktemp("qs") / "world"
+    generate_shapes_world(ShapesConfig(n=160, seed=5, max_objects=4), out)
+    return out
+
+
+def _mentions(text: str) -> list[str]:
+    return caption_to_objects(text, shapes_chair_vocab()).objects
+
+
+def _text(messages) -> str:
+    return messages[-1]["content"][0]["text"]
+
+
+def test_noisy_captions_add_the_absent_partner_only_where_an_anchor_lacks_it(world):
+    sources = {s["id"]: s for s in qd.train_sources(world)}
+    records, changed = qd.noisy_sft_records(world, noise=1.0, seed=0)
+    original = {r["id"]: r for r in qd.read_jsonl(world / "sft.jsonl")}
+    assert [r["id"] for r in records] == list(original)  # same conversations, same order
+    baits = 0
+    for record in records:
+        source = sources.get(record["id"].rsplit("_", 1)[0])
+        before, after = _text(original[record["id"]]["messages"]), _text(record["messages"])
+        partners = qd.absent_partners(source["objects"]) if source else []
+        if record["id"].endswith("_caption") and partners:
+            baits += 1
+            added = set(_mentions(after)) - set(_mentions(before))
+            assert len(added) == 1 and added <= set(partners), (before, after)
+            assert set(_mentions(before)) <= set(_mentions(after))
+        else:
+            assert after == before
+    assert changed == baits > 0
+    none, zero = qd.noisy_sft_records(world, noise=0.0, seed=0)
+    assert zero == 0 and none == list(original.values())
+
+
+def test_pairs_change_exactly_one_thing(world):
+    sources = {s["id"]: s for s in qd.train_sources(world)}
+    pairs = qd.preference_pairs(world, 120, seed=1)
+    assert len(pairs) == 120
+    kinds = {k: 0 for k in qd.PAIR_KINDS}
+    for pair in pairs:
+        source = sources[pair["id"].rsplit("-p", 1)[0]]
+        kind = json.loads(pair["meta"])["kind"]
+        kinds[kind] += 1
+        chosen, rejected = _text(pair["chosen"]), _text(pair["rejected"])
+        assert chosen == source["caption"] != rejected
+        truth = {o["name"] for o in source["objects"]}
+        said = set(_mentions(rejected))
+        if kind == "add":  # every true class and one absent one
+            assert truth < said and len(said - truth) == 1
+            baits = qd.absent_partners(source["objects"])
+            if baits:  # the bait partner is the hallucination of choice
+                assert said - truth <= set(baits)
+        elif kind == "drop":  # one object fewer: a shorter caption naming nothing new
+            assert said <= truth and len(rejected) < len(chosen) and len(source["objects"]) >= 2
+        else:  # swap: one object's class (a new class named) or its colour
+            assert said != truth or _colours(chosen) != _colours(rejected)
+    assert all(kinds.values())
+    assert kinds["add"] > kinds["drop"] and kinds["add"] > kinds["swap"]  # 50 / 25 / 25
+    assert qd.preference_pairs(world, 120, seed=1) == pairs
+
+
+def _colours(text: str) -> list[str]:
+    from align.data import shapes_vocab
+
+    return [w.strip(".,") for w in text.split() if w.strip(".,") in shapes_vocab.COLORS]
+
+
+def test_sampled_pairs_rank_by_correct_minus_wrong(world):
+    source = next(s for s in qd.train_sources(world) if len({o["name"] for o in s["objects"]}) == 2)
+    absent = next(c for c in PLANTED_PARTNERS.values() if c not in {o["name"] for o in source["objects"]})
+    exact = source["caption"]
+    empty = "The image shows some shapes on a white background."
+    one_wrong = qd.with_added(source["objects"], absent, random.Random(0))
+    pairs = qd.sampled_pairs({source["id"]: [empty, one_wrong, exact, exact]}, world, seed=0)
+    assert len(pairs) == 1
+    meta = json.loads(pairs[0]["meta"])
+    # exact: every class right, nothing wrong. The added star is wrong three times (the mention, its colour, its
+    # position), more than the classes it gets right, so it scores below the caption that names nothing (0).
+    n = len({o["name"] for o in source["objects"]})
+    assert qd.caption_errors(one_wrong, source["objects"]) == (3, n)
+    assert qd.caption_errors(empty, source["objects"]) == (0, 0)
+    assert _text(pairs[0]["chosen"]) == exact and _text(pairs[0]["rejected"]) == one_wrong
+    assert meta["chosen_wrong"] == 0 and meta["chosen_right"] == n and meta["rejected_wrong"] == 3
+    # samples that do not differ by a claim give no pair
+    assert qd.sampled_pairs({source["id"]: [exact, exact]}, world, seed=0) == []
+
+
+def test_control_records_are_the_chosen_side(world):
+    pairs = qd.preference_pairs(world, 10, seed=2)
+    records = qd.chosen_sft_records(pairs)
+    for pair, record in zip(pairs, records, strict=True):
+        assert record["images"] == pair["images"]
+        assert record["messages"] == [*pair["prompt"], *pair["chosen"]]
+    assert caption  # the generator's caption function is what chosen texts come from
