@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from align.errors import ConfigError, DataError
-from align.eval.common import EvalResult, align_answers, answer_text, coerce_options, index_by_id, read_rows
+from align.eval.common import EvalResult, align_answers, answer_text, coerce_options, load_indexed
 
 BENCHMARK = "amber"
 ID_FIELDS: tuple[str, ...] = ("question_id", "id")
@@ -291,13 +291,9 @@ def evaluate(answers: str | Path, questions: str | Path | None = None, **options
                           f"got {opts['kind']!r}")
     if questions is None:
         raise ConfigError("amber needs --questions: AMBER's data/annotations.json (id, type, truth, hallu)")
-    answers_path, questions_path = Path(answers), Path(questions)
-    question_rows = read_rows(questions_path)
-    by_question = index_by_id(questions_path, question_rows, ID_FIELDS)
-    numbers = {id(row): number for number, row in question_rows}
-    answer_rows = read_rows(answers_path)
-    by_answer = index_by_id(answers_path, answer_rows, ID_FIELDS)
-    answer_numbers = {id(row): number for number, row in answer_rows}
+    questions_index, answers_index = load_indexed(questions, ID_FIELDS), load_indexed(answers, ID_FIELDS)
+    questions_path, by_question, numbers = questions_index.path, questions_index.rows, questions_index.lines
+    answers_path, by_answer, answer_numbers = answers_index.path, answers_index.rows, answers_index.lines
 
     blocks = {key: _block(questions_path, numbers[id(row)], key, row) for key, row in by_question.items()}
     selected = {key: row for key, row in by_question.items() if blocks[key] in KINDS[kind]}

@@ -89,6 +89,25 @@ def index_by_id(path: str | Path, rows: Sequence[tuple[int, dict]], id_fields: S
     return out
 
 
+@dataclass
+class IdIndex:
+    """A file's rows by id, and each row's 1-based line (for errors): `rows[key]`, `line(row)`."""
+
+    path: Path
+    rows: dict[Any, dict]
+    lines: dict[int, int]
+
+    def line(self, row: dict) -> int:
+        return self.lines[id(row)]
+
+
+def load_indexed(path: str | Path, id_fields: Sequence[str]) -> IdIndex:
+    """`read_rows` + `index_by_id`, keeping each row's line number."""
+    path = Path(path)
+    rows = read_rows(path)
+    return IdIndex(path, index_by_id(path, rows, id_fields), {id(row): number for number, row in rows})
+
+
 def answer_text(path: str | Path, number: int, row: dict, fields: Iterable[str] = ("text", "answer", "caption",
                                                                                       "response", "output")) -> str:
     """The answer string of a row: the first of `fields` present; anything else is a DataError."""

@@ -23,8 +23,7 @@ from align.eval.common import (
     align_answers,
     answer_text,
     coerce_options,
-    index_by_id,
-    read_rows,
+    load_indexed,
     safe_div,
 )
 
@@ -106,13 +105,9 @@ def evaluate(answers: str | Path, questions: str | Path | None = None, **options
     if questions is None:
         raise ConfigError("mme needs --questions: the MME-Hall questions file (question_id, image, text, label, "
                           "subtask)")
-    answers_path, questions_path = Path(answers), Path(questions)
-    question_rows = read_rows(questions_path)
-    by_question = index_by_id(questions_path, question_rows, ID_FIELDS)
-    numbers = {id(row): number for number, row in question_rows}
-    answer_rows = read_rows(answers_path)
-    by_answer = index_by_id(answers_path, answer_rows, ID_FIELDS)
-    answer_numbers = {id(row): number for number, row in answer_rows}
+    questions_index, answers_index = load_indexed(questions, ID_FIELDS), load_indexed(answers, ID_FIELDS)
+    questions_path, by_question, numbers = questions_index.path, questions_index.rows, questions_index.lines
+    answers_path, by_answer, answer_numbers = answers_index.path, answers_index.rows, answers_index.lines
 
     parsed: dict[Any, tuple[str, Any, str]] = {}  # id -> (subtask, image, label)
     pairs: dict[tuple[str, Any], list[tuple[Any, str]]] = {}

@@ -26,21 +26,9 @@ STEP_ARGS = ["per_device_train_batch_size=1", "max_steps=2", "learning_rate=1e-2
 
 
 @pytest.fixture(scope="module")
-def pairs(shapes_world, tmp_path_factory):
-    """Halva pairs (with spans) built from the shapes sources, the first 4 rows as pairs.jsonl."""
-    from align.cli.main import main
-    from align.data.io import read_records, write_jsonl
-
-    out = tmp_path_factory.mktemp("dpo-pairs") / "pairs"
-    try:
-        main(["build-pairs", "halva", "--input", str(shapes_world / "sources.jsonl"), "--out", str(out),
-              "vocabulary=shapes"])
-    except SystemExit as exc:
-        assert exc.code in (0, None)
-    rows = [dict(r) for r in read_records(out)]
-    assert len(rows) >= 4
-    write_jsonl(out / "pairs.jsonl", rows[:4])
-    return out / "pairs.jsonl"
+def first4(pairs):
+    """The first 4 halva pairs (with spans) of the session's `pairs` folder."""
+    return pairs / "first4.jsonl"
 
 
 def _params(path) -> dict:
@@ -58,12 +46,12 @@ def _trainable(base) -> set[str]:
     return {name for name, p in model.named_parameters() if p.requires_grad}
 
 
-def test_mdpo_under_zero3_on_two_ranks_trains_only_the_policy(tiny_checkpoint, pairs, tmp_path):
+def test_mdpo_under_zero3_on_two_ranks_trains_only_the_policy(tiny_checkpoint, first4, tmp_path):
     from safetensors import safe_open
 
     base = Path(tiny_checkpoint(FAMILY))
     out = tmp_path / "out"
-    align_cli(["dpo", "--variant", "mdpo", "--model", base, "--data", pairs, "--output-dir", out,
+    align_cli(["dpo", "--variant", "mdpo", "--model", base, "--data", first4, "--output-dir", out,
                "--deepspeed", "zero3", "--train", POLICY, *STEP_ARGS], nproc=2)
 
     run = json.loads((out / "run.json").read_text())
@@ -89,20 +77,20 @@ def test_mdpo_under_zero3_on_two_ranks_trains_only_the_policy(tiny_checkpoint, p
     assert vision and not set(vision) & changed  # bit-identical frozen tower
 
 
-def test_cached_reference_under_zero3_on_two_ranks(tiny_checkpoint, pairs, tmp_path):
+def test_cached_reference_under_zero3_on_two_ranks(tiny_checkpoint, first4, tmp_path):
     """povid (two reference calls per batch: clean and noised image) with precompute_ref_log_probs under ZeRO-3:
     the first run computes the cache through a DeepSpeed inference engine over both ranks' shards, the second reads
     it; both train like the live reference."""
     import shutil
 
     data = tmp_path / "data"
-    shutil.copytree(pairs.parent, data)
+    shutil.copytree(first4.parent, data, ignore=shutil.ignore_patterns(".ref_logps"))
     base = Path(tiny_checkpoint(FAMILY))
     losses = {}
     for name, extra in (("live", []), ("miss", ["precompute_ref_log_probs=true"]),
                         ("hit", ["precompute_ref_log_probs=true"])):
         out = tmp_path / name
-        align_cli(["dpo", "--variant", "povid", "--model", base, "--data", data / "pairs.jsonl", "--output-dir", out,
+        align_cli(["dpo", "--variant", "povid", "--model", base, "--data", data / first4.name, "--output-dir", out,
                    "--deepspeed", "zero3", "--train", POLICY, *STEP_ARGS, *extra], nproc=2)
         run = json.loads((out / "run.json").read_text())
         losses[name] = [e["loss"] for e in run["log_history"] if "loss" in e]
@@ -114,12 +102,12 @@ def test_cached_reference_under_zero3_on_two_ranks(tiny_checkpoint, pairs, tmp_p
         assert abs(cached - live) < 1e-5
 
 
-def test_halva_lora_under_zero2_in_one_process(tiny_checkpoint, pairs, shapes_world, tmp_path):
+def test_halva_lora_under_zero2_in_one_process(tiny_checkpoint, first4, shapes_world, tmp_path):
     """halva with a LoRA policy under ZeRO-2, one process: the KL term's reference is the adapter-disabled policy
     (no second model), both terms are logged and the adapter is saved."""
     base = Path(tiny_checkpoint(FAMILY))
     out = tmp_path / "out"
-    align_cli(["dpo", "--variant", "halva", "--model", base, "--data", pairs, "--output-dir", out,
+    align_cli(["dpo", "--variant", "halva", "--model", base, "--data", first4, "--output-dir", out,
                "--deepspeed", "zero2", "--train", "lora", f"kl_data={shapes_world / 'sft.jsonl'}", *STEP_ARGS])
     run = json.loads((out / "run.json").read_text())
     assert run["complete"] and run["reference"] == "adapter-disabled policy" and run["global_step"] == 2
