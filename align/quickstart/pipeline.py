@@ -205,7 +205,7 @@ def _sft(model: Path, data: Path, out: Path, steps: int, batch: int, lr: float, 
         return out
     config = AlignSFTConfig(model=str(model), data=str(data), output_dir=str(out), max_steps=steps,
                             per_device_train_batch_size=batch, learning_rate=lr, lr_scheduler_type="cosine",
-                            warmup_steps=warmup, **extra, **_common_args(cfg))
+                            warmup_steps=warmup, **{**_common_args(cfg), **extra})  # `extra` may set `train`
     run_sft(config, progress=False)
     return out
 
