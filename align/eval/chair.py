@@ -51,9 +51,10 @@ from align.eval.common import (
     answer_text,
     coerce_options,
     index_by_id,
+    read_rows,
     safe_div,
 )
-from align.eval.pope import load_coco_objects, load_json_object, read_rows_lenient
+from align.eval.pope import load_coco_objects, load_json_object
 
 # ------------------------------------------------------------------------------------- tokenizer
 
@@ -390,7 +391,7 @@ def evaluate(answers: str | Path, questions: str | Path | None = None, **options
                           "captions=captions_val2014.json")
     vocab = coco_chair_vocab(bool(opts["reference_exact"]))
 
-    answer_rows = read_rows_lenient(answers)
+    answer_rows = read_rows(answers)
     numbers: dict[Any, int]
     if questions is None:
         by_id = index_by_id(answers, answer_rows, ("image_id", "question_id"))
@@ -405,7 +406,7 @@ def evaluate(answers: str | Path, questions: str | Path | None = None, **options
             images[key] = image
         ids = list(by_id)
     else:
-        question_rows = read_rows_lenient(questions)
+        question_rows = read_rows(questions)
         questions_by_id = index_by_id(questions, question_rows, ("question_id",))
         by_id = index_by_id(answers, answer_rows, ("question_id", "image_id"))
         numbers = {_row_id(row, ("question_id", "image_id")): number for number, row in answer_rows}

@@ -287,10 +287,10 @@ def evaluate(answers: str | Path, questions: str | Path | None = None, **options
     if questions is None:
         raise ConfigError("pope needs the question file with labels (questions=coco_pope_*.json or "
                           "llava_pope_test.jsonl)")
-    question_rows = read_rows_lenient(questions)
+    question_rows = read_rows(questions)
     by_id = index_by_id(questions, question_rows, ("question_id",))
     numbers = {row["question_id"]: number for number, row in question_rows}
-    answer_rows = read_rows_lenient(answers)
+    answer_rows = read_rows(answers)
     if opts["match"] == "position":
         if len(answer_rows) != len(question_rows):
             raise DataError(answers, f"{len(answer_rows)} answers for {len(question_rows)} questions of "
@@ -341,28 +341,6 @@ def evaluate(answers: str | Path, questions: str | Path | None = None, **options
              f"{len(ids)} questions ({per_category}); LLaVA's pinned POPE files total 8,910 (random 2,910), "
              "later revisions 9,000: scores on the two are not strictly comparable"]
     return EvalResult("pope", metrics, groups, counts, notes)
-
-
-def read_rows_lenient(path: str | Path) -> list[tuple[int, dict]]:
-    """`read_rows`, but a `.json` file holding JSON Lines is read as JSON Lines: POPE ships its question files
-    that way (coco_pope_random.json is one object per line, EVALS 1.2)."""
-    try:
-        return read_rows(path)
-    except DataError as exc:
-        if Path(path).suffix != ".json" or "Extra data" not in exc.problem:
-            raise
-    rows: list[tuple[int, dict]] = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(path, f"not valid JSON Lines ({exc.msg})", row=number) from None
-        if not isinstance(row, dict):
-            raise DataError(path, f"expected a JSON object, got {type(row).__name__}", row=number)
-        rows.append((number, row))
-    return rows
 
 
 def _category_from_name(stem: str) -> str:

@@ -33,16 +33,27 @@ from align.errors import DataError
 
 @dataclass(frozen=True)
 class PairLayout:
-    """Token layout of one pair: each side's Spans and, for span-weighted variants, the weighted token positions
-    (absolute, in the side's unpadded encoding)."""
+    """Token layout of one pair: each side's Spans and, for span variants, the token positions of each span
+    (absolute, in the side's unpadded encoding; halva pairs the k-th chosen span with the k-th rejected one, ddpo
+    weights their union)."""
 
     chosen: Spans
     rejected: Spans
-    chosen_weighted: tuple[int, ...] = ()
-    rejected_weighted: tuple[int, ...] = ()
     corrupted: Spans | None = None  # mdpo: chosen under the row's own corrupted_images (None: same as `chosen`)
-    chosen_phrases: tuple[tuple[int, ...], ...] = ()  # halva: token positions of each span, k-th = k-th pair
+    chosen_phrases: tuple[tuple[int, ...], ...] = ()
     rejected_phrases: tuple[tuple[int, ...], ...] = ()
+
+    @property
+    def chosen_weighted(self) -> tuple[int, ...]:
+        return _union(self.chosen_phrases)
+
+    @property
+    def rejected_weighted(self) -> tuple[int, ...]:
+        return _union(self.rejected_phrases)
+
+
+def _union(groups: tuple[tuple[int, ...], ...]) -> tuple[int, ...]:
+    return tuple(sorted({p for group in groups for p in group}))
 
 
 @dataclass
@@ -229,7 +240,6 @@ def load_preference_data(
                                 "raise max_length or set too_long=drop", row=row, field="chosen")
             dropped += 1
             continue
-        weighted: list[tuple[int, ...]] = [(), ()]
         phrases: list[tuple[tuple[int, ...], ...]] = [(), ()]
         if needs_spans:
             pair = _pair(record, records.base_dir, image_root, origin, row)
@@ -246,11 +256,9 @@ def load_preference_data(
                     k = next(g for g, group in enumerate(groups) if not group)
                     raise DataError(origin, f"span {k} {record[f'{side}_spans'][k]} covers no completion token",
                                     row=row, field=f"{side}_spans")
-                weighted[i] = tuple(sorted({start + k for group in groups for k in group}))
                 phrases[i] = tuple(tuple(start + k for k in group) for group in groups)
         kept.append(record)
-        layouts.append(PairLayout(sides[0], sides[1], weighted[0], weighted[1],
-                                  sides[2] if len(sides) > 2 else None, phrases[0], phrases[1]))
+        layouts.append(PairLayout(sides[0], sides[1], sides[2] if len(sides) > 2 else None, phrases[0], phrases[1]))
         origins.append((origin, row))
     if not kept:
         raise DataError(path, f"every pair is longer than max_length {max_length}; raise max_length")
