@@ -18,6 +18,9 @@ def quickstart(
     onpolicy: Annotated[bool | None, typer.Option(
         "--onpolicy/--no-onpolicy", help="Also train on the SFT model's own samples ranked by a claim checker "
         "(RLAIF-V style), against SFT on the best samples (default: on, off with --fast).")] = None,
+    methods: Annotated[str | None, typer.Option(
+        "--methods", help="Comma-separated preference methods: dpo, dpo+sft, mdpo (default: dpo+sft,mdpo; "
+        "mdpo with --fast).")] = None,
 ) -> None:
     """World -> tiny LLaVA -> SFT -> pairs -> DPO variants and an SFT control -> ShapesCHAIR and ShapesPOPE
     before and after; prints the comparison and writes results.json, results.md and results.png."""
@@ -26,7 +29,9 @@ def quickstart(
 
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
-    extra = {} if onpolicy is None else {"onpolicy": onpolicy}
+    extra: dict = {} if onpolicy is None else {"onpolicy": onpolicy}
+    if methods is not None:
+        extra["methods"] = tuple(m.strip() for m in methods.split(",") if m.strip())
     cfg = (QuickstartConfig.fast_settings if fast else QuickstartConfig)(out=str(out), seeds=seeds, seed=seed,
                                                                          **extra)
     run_quickstart(cfg)

@@ -39,3 +39,13 @@ def test_quickstart_fast_runs_the_whole_pipeline(run_cli, tmp_path):
     assert "mdpo" in result.out and "sft-chosen" in result.out
     # the cached reference log-probs went beside the pairs, inside the run folder
     assert list((seed / "world" / ".ref_logps").glob("*.safetensors"))
+
+
+def test_quickstart_refuses_an_unknown_method_before_doing_anything(run_cli, tmp_path):
+    out = tmp_path / "qs"
+    result = run_cli("quickstart", "--fast", "--methods", "mdpo,ppo", "--out", out)
+    assert result.code == 2, result
+    assert "dpo, dpo+sft, mdpo" in result.out + result.err and "ppo" in result.out + result.err
+    assert "Traceback" not in result.out + result.err
+    assert not out.exists()
+

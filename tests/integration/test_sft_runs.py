@@ -196,3 +196,30 @@ def test_llama_adapter_policy_trains_through_the_fused_head(tiny_checkpoint, sha
     assert (out / "adapter_config.json").is_file() and (out / "align_trainables.safetensors").is_file()
     losses = _losses(out)
     assert set(losses) == {1, 2} and all(loss > 0 for loss in losses.values())
+
+
+def test_rows_that_repeat_a_conversation_share_one_encoding_but_never_across_image_sizes(
+        tiny_checkpoint, make_image, tmp_path, monkeypatch):
+    from align.data.collate import ConversationEncoder
+    from align.models.load import load_processor
+    from align.train.sft_data import _example, load_sft_data
+
+    make_image(tmp_path / "small.png", size=(64, 64))
+    make_image(tmp_path / "wide.png", size=(128, 64))
+    rows = [_row(["small.png"], [{"type": "image"}, {"type": "text", "text": "Is there a circle?"}], "Yes"),
+            _row(["wide.png"], [{"type": "image"}, {"type": "text", "text": "Is there a circle?"}], "Yes"),
+            _row(["small.png"], [{"type": "image"}, {"type": "text", "text": "Is there a circle?"}], "Yes"),
+            _row(["small.png"], [{"type": "image"}, {"type": "text", "text": "Is there a star?"}], "No")]
+    path = tmp_path / "data.jsonl"
+    path.write_text("".join(json.dumps({**r, "id": f"q{i}"}) + "\n" for i, r in enumerate(rows)))
+    processor = load_processor(tiny_checkpoint("qwen2_vl"))  # image tokens grow with the image's size
+    calls = []
+    original = ConversationEncoder.assistant_spans
+    monkeypatch.setattr(ConversationEncoder, "assistant_spans",
+                        lambda self, example: calls.append(1) or original(self, example))
+    data = load_sft_data(path, processor, "qwen2_vl", progress=False)
+    assert len(calls) == 3  # row 2 repeats row 0 (same text, same size); the wide image is encoded on its own
+    encoder = ConversationEncoder(processor, "qwen2_vl")
+    fresh = [original(encoder, _example(r, data.base_dir, None, path, i)[0]) for i, r in enumerate(data.records)]
+    assert data.spans == fresh
+    assert data.spans[1].length > data.spans[0].length and data.spans[0] == data.spans[2]

@@ -33,14 +33,18 @@ class LlavaSize:
     vision_intermediate: int = INTERMEDIATE
     image_size: int = IMAGE_SIZE
     patch: int = PATCH
+    # Std of the random normal init of the text model and projector. transformers' 0.02 suits widths near 768;
+    # at width 128 it leaves attention uniform and the image tokens averaged away at the start of training.
+    init_std: float = 0.02
 
 
 # `align models tiny --family llava --size NAME`. Parameters with the 512-token vocabulary: tiny 236,736;
-# small 893,056 (the quickstart's model: a wider language model, the same 32 px vision); base 20,474,752
-# (benchmarks: per-step costs where the matrix products, not Python overhead, dominate).
+# small 929,920 (the quickstart's model: a wider language model that sees 64 px images, where a 10 px shape
+# keeps its corners, as 4x4 patches of 16 px; init std ~ 1/sqrt(width)); base 20,474,752 (benchmarks: per-step costs
+# where the matrix products, not Python overhead, dominate).
 LLAVA_SIZES = {
     "tiny": LlavaSize(),
-    "small": LlavaSize(hidden=128, layers=4, heads=4, intermediate=256),
+    "small": LlavaSize(hidden=128, layers=4, heads=4, intermediate=256, image_size=64, patch=16, init_std=0.08),
     "base": LlavaSize(hidden=384, layers=8, heads=6, intermediate=1024, vision_hidden=384, vision_layers=4,
                       vision_intermediate=1024, image_size=64, patch=8),
 }
@@ -65,7 +69,7 @@ def _text_config(tok, size: LlavaSize = LLAVA_SIZES["tiny"]):
     return LlamaConfig(vocab_size=len(tok), hidden_size=size.hidden, intermediate_size=size.intermediate,
                        num_hidden_layers=size.layers, num_attention_heads=size.heads, num_key_value_heads=size.heads,
                        max_position_embeddings=512, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                       pad_token_id=tok.pad_token_id, tie_word_embeddings=False)
+                       pad_token_id=tok.pad_token_id, tie_word_embeddings=False, initializer_range=size.init_std)
 
 
 def _image_processor(cls, image_size: int = IMAGE_SIZE, **extra):
