@@ -7,13 +7,13 @@ recipes folder, its parent folder's name. Nothing is loaded but the YAML and the
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from align.config import build_dataclass, check_values, load_yaml
 from align.errors import ConfigError
+from align.registry import import_object
 
 # kind -> "module:ConfigClass"; later commands add theirs.
 RECIPE_KINDS: dict[str, str] = {
@@ -39,8 +39,7 @@ def config_class(kind: str):
     target = RECIPE_KINDS.get(kind)
     if target is None:
         return None
-    module_name, class_name = target.split(":")
-    return getattr(importlib.import_module(module_name), class_name)
+    return import_object(target)
 
 
 def recipe_kind(path: Path) -> str:

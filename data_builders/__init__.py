@@ -5,9 +5,8 @@ BUILDERS maps a method name to "module:BuilderClass", imported on use so listing
 
 from __future__ import annotations
 
-import importlib
-
 from align.errors import lookup
+from align.registry import import_object
 
 BUILDERS: dict[str, str] = {
     "halva": "data_builders.halva:HalvaBuilder",
@@ -18,8 +17,7 @@ BUILDERS: dict[str, str] = {
 
 
 def builder_class(method: str):
-    module_name, class_name = lookup(BUILDERS, "method", method).split(":")
-    return getattr(importlib.import_module(module_name), class_name)
+    return import_object(lookup(BUILDERS, "method", method))
 
 
 def config_for_recipe(values: dict):

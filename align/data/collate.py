@@ -10,6 +10,7 @@ tokens are never cut silently.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,6 +70,7 @@ class ConversationEncoder:
         self.spec = get_family(family)
         tokenizer = getattr(processor, "tokenizer", processor)
         self.media_token_ids = _media_token_ids(processor, tokenizer)
+        self._layouts: dict[str, Spans] = {}
 
     def encode(self, examples: Sequence[Example], add_generation_prompt: bool = False):
         from align.models.inputs import encode
@@ -87,7 +89,20 @@ class ConversationEncoder:
         return batch["input_ids"][0][batch["attention_mask"][0].bool()].tolist()
 
     def assistant_spans(self, example: Example) -> Spans:
-        """Where each assistant turn's tokens sit in the example's full encoding (its end-of-turn token included)."""
+        """Where each assistant turn's tokens sit in the example's full encoding (its end-of-turn token included).
+
+        Computed once per (conversation, image sizes): a processor's image-token expansion depends on an image's
+        size, never its pixels, so rows that repeat a conversation on images of one size (a synthetic world's QA)
+        share one encoding. Rows with videos are always encoded."""
+        if example.videos or not all(hasattr(image, "size") for image in example.images):
+            return self._encode_spans(example)
+        key = json.dumps([example.messages, [list(image.size) for image in example.images]], sort_keys=True,
+                         default=str)
+        if key not in self._layouts:
+            self._layouts[key] = self._encode_spans(example)
+        return self._layouts[key]
+
+    def _encode_spans(self, example: Example) -> Spans:
         full = self._ids(example, add_generation_prompt=False)
         spans = []
         for k, message in enumerate(example.messages):

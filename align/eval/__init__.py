@@ -6,9 +6,8 @@ so listing them imports nothing heavy.
 
 from __future__ import annotations
 
-import importlib
-
 from align.errors import lookup
+from align.registry import import_object
 
 BENCHMARKS: dict[str, str] = {
     "pope": "align.eval.pope:evaluate",
@@ -36,5 +35,4 @@ BENCHMARK_HELP: dict[str, str] = {
 
 def get_benchmark(name: str):
     """The `evaluate` function of benchmark `name` (an UnknownNameError lists the known ones)."""
-    module_name, func_name = lookup(BENCHMARKS, "benchmark", name).split(":")
-    return getattr(importlib.import_module(module_name), func_name)
+    return import_object(lookup(BENCHMARKS, "benchmark", name))

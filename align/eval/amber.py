@@ -22,7 +22,6 @@ All figures are percentages. Options (key=value): kind, relation, safe_words, no
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from align.errors import ConfigError, DataError
-from align.eval.common import EvalResult, align_answers, answer_text, coerce_options, load_indexed
+from align.eval.common import EvalResult, align_answers, answer_text, coerce_options, load_indexed, read_json
 
 BENCHMARK = "amber"
 ID_FIELDS: tuple[str, ...] = ("question_id", "id")
@@ -168,10 +167,7 @@ def load_relation(path: str | Path) -> dict[str, list[str]]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"amber option relation: no such file {path}")
-    try:
-        loaded = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(path, f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    loaded = read_json(path)
     if not isinstance(loaded, dict):
         raise DataError(path, "relation.json must map each object to a list of words")
     for key, words in loaded.items():

@@ -39,6 +39,15 @@ class EvalResult:
                 "notes": self.notes}
 
 
+def read_json(path: str | Path) -> Any:
+    """A JSON file's value; a file that is not valid JSON is a DataError naming it and the line."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(path, f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
+
+
 def read_rows(path: str | Path) -> list[tuple[int, dict]]:
     """(1-based row number, row) of a JSONL file or a JSON list; a row that is not a JSON object is a DataError."""
     path = Path(path)

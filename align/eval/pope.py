@@ -20,7 +20,6 @@ yes/no rejected instead of read as yes.
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from collections import Counter
@@ -35,6 +34,7 @@ from align.eval.common import (
     answer_text,
     coerce_options,
     index_by_id,
+    read_json,
     read_rows,
     safe_div,
 )
@@ -352,10 +352,7 @@ def load_json_object(path: Path) -> dict:
     """A COCO annotation file as a dict; a missing, invalid or non-object file is a DataError naming it."""
     if not path.is_file():
         raise DataError(path, "no such file")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(path, f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    data = read_json(path)
     if not isinstance(data, dict):
         raise DataError(path, "a COCO annotation file is a JSON object with images, annotations, categories")
     return data

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from align.errors import DataError
-from align.eval.common import EvalResult
+from align.eval.common import EvalResult, read_json
 
 METRICS_FILE = "metrics.json"
 
@@ -65,10 +65,7 @@ def load_run(path: str | Path) -> dict[str, Any]:
     file = path / METRICS_FILE if path.is_dir() else path
     if not file.is_file():
         raise DataError(path, f"no {METRICS_FILE} here; run `align eval BENCH --out {path}` first")
-    try:
-        return json.loads(file.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(file, f"not valid JSON ({exc.msg})") from None
+    return read_json(file)
 
 
 def compare_runs(paths: Sequence[str | Path], png: str | Path | None = None,

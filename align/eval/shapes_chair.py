@@ -22,7 +22,6 @@ sentence per line.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -37,6 +36,7 @@ from align.eval.common import (
     answer_text,
     coerce_options,
     index_by_id,
+    read_json,
     read_rows,
     safe_div,
 )
@@ -186,10 +186,7 @@ def _load_bait(path: Path | None, sources: dict[str, dict]) -> tuple[dict[str, l
     bait: dict[str, list[str]] = {}
     note = None
     if path is not None and path.is_file():
-        try:
-            bait = json.loads(path.read_text(encoding="utf-8")).get("bait", {})
-        except json.JSONDecodeError as exc:
-            raise DataError(path, f"not valid JSON ({exc.msg})") from None
+        bait = read_json(path).get("bait", {})
     else:
         note = "no world.json found: bait classes recomputed from the objects with the generator's planted pairs"
     return {key: list(bait.get(key, bait_classes({o["name"] for o in row["objects"]})))

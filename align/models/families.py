@@ -23,11 +23,11 @@ Finer groups, where a part is not enough for the trainable-part policies of `ali
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from align.errors import ModelError, lookup
+from align.registry import import_object
 
 PART_NAMES = ("vision", "connector", "xattn", "language_model", "lm_head")
 GROUP_NAMES = ("projector", "qformer", "resampler", "vision_layers", "vision_post_norm")
@@ -76,8 +76,7 @@ class Family:
 def _resolve(target: str | None) -> Callable | None:
     if target is None:
         return None
-    module_name, func_name = target.split(":")
-    return getattr(importlib.import_module(module_name), func_name)
+    return import_object(target)
 
 
 _LLAVA_PARTS = {

@@ -6,8 +6,9 @@ processors need something else (IDEFICS' interleaved lists, ...) register an enc
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
+
+from align.registry import import_object
 
 # family -> "module:function" with the signature of `default_encode`
 ENCODERS: dict[str, str] = {
@@ -71,6 +72,5 @@ def encode(
     if target is None:
         fn = default_encode
     else:
-        module_name, func_name = target.split(":")
-        fn = getattr(importlib.import_module(module_name), func_name)
+        fn = import_object(target)
     return fn(processor, conversations, images, add_generation_prompt=add_generation_prompt, videos=videos)

@@ -14,7 +14,7 @@ import os
 import random
 import statistics
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +70,6 @@ class QuickstartConfig:
     sample_temperature: float = 0.8
     max_new_tokens: int = 80
     threads: int = 0  # 0: all cores
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from align.errors import ConfigError
@@ -78,13 +77,13 @@ class QuickstartConfig:
         unknown = [m for m in (*self.methods, self.onpolicy_method) if m not in METHODS]
         if unknown or not self.methods:
             raise ConfigError(f"quickstart methods must be some of {', '.join(METHODS)}; got "
-                              f"{', '.join(self.methods) or 'none'}")
+                              f"{', '.join(unknown) if unknown else 'none'}")
 
     @classmethod
     def fast_settings(cls, **kw) -> QuickstartConfig:
         """The test-suite size: a smaller world, fewer steps and pairs, one method, no on-policy round."""
-        settings = dict(fast=True, n_images=600, eval_fraction=0.1, sft_steps=150, n_pairs=160, methods=("mdpo",), dpo_epochs=2,
-                        onpolicy=False, max_new_tokens=60)
+        settings = dict(fast=True, n_images=600, eval_fraction=0.1, sft_steps=150, n_pairs=160, methods=("mdpo",),
+                        dpo_epochs=2, onpolicy=False, max_new_tokens=60)
         return cls(**{**settings, **kw})
 
 

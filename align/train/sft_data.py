@@ -7,7 +7,6 @@ missing or unreadable images, placeholder counts, empty or missing assistant tur
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,13 +85,12 @@ def load_sft_data(
     encoder = ConversationEncoder(processor, family)
     fmt = grounding_format_for(family, grounding_format)
     kept, spans, origins, dropped = [], [], [], 0
-    layouts: dict[str, Spans] = {}
     with _progress(len(records), progress) as advance:
         for record, (origin, row) in zip(records, records.origins, strict=True):
             example, sizes = _example(record, records.base_dir, image_root, origin, row)
             rendered = _render(record, fmt, sizes, task_identifier)
             example.messages = rendered["messages"]
-            layout = _layout(encoder, example, sizes, layouts)
+            layout = encoder.assistant_spans(example)
             if not layout.assistant:
                 raise DataError(origin, "no assistant tokens to train on (empty assistant turns?)", row=row,
                                 field="messages")
@@ -109,19 +107,6 @@ def load_sft_data(
     if not kept:
         raise DataError(path, f"every row is longer than max_length {max_length}; raise max_length")
     return SFTData(kept, spans, records.base_dir, Path(image_root) if image_root else None, origins, dropped)
-
-
-def _layout(encoder: ConversationEncoder, example: Example, sizes: list[tuple[int, int]],
-             layouts: dict[str, Spans]) -> Spans:
-    """The example's assistant spans, computed once per (conversation text, image sizes): a processor's image
-    token expansion depends on the image's size, never its pixels, so rows that repeat a question on images of
-    one size (a synthetic world's QA) share one encoding. Rows with videos are always encoded."""
-    if example.videos:
-        return encoder.assistant_spans(example)
-    key = json.dumps([example.messages, sizes], sort_keys=True, default=str)
-    if key not in layouts:
-        layouts[key] = encoder.assistant_spans(example)
-    return layouts[key]
 
 
 def _too_long_message(layout: Spans, max_length: int) -> str:

@@ -214,8 +214,8 @@ def test_rows_that_repeat_a_conversation_share_one_encoding_but_never_across_ima
     path.write_text("".join(json.dumps({**r, "id": f"q{i}"}) + "\n" for i, r in enumerate(rows)))
     processor = load_processor(tiny_checkpoint("qwen2_vl"))  # image tokens grow with the image's size
     calls = []
-    original = ConversationEncoder.assistant_spans
-    monkeypatch.setattr(ConversationEncoder, "assistant_spans",
+    original = ConversationEncoder._encode_spans
+    monkeypatch.setattr(ConversationEncoder, "_encode_spans",
                         lambda self, example: calls.append(1) or original(self, example))
     data = load_sft_data(path, processor, "qwen2_vl", progress=False)
     assert len(calls) == 3  # row 2 repeats row 0 (same text, same size); the wide image is encoded on its own

@@ -5,10 +5,10 @@ Each builder saves a folder that `load_model_and_processor` (and transformers' A
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 from align.errors import lookup
+from align.registry import import_object
 
 # family -> "module:function"; imported lazily so listing families never imports torch.
 TINY_BUILDERS: dict[str, str] = {
@@ -33,9 +33,7 @@ SIZED_FAMILIES = {"llava": "align.models.tiny.llava:LLAVA_SIZES"}
 def build_tiny(family: str, out: str | Path, seed: int = 0, size: str | None = None) -> Path:
     """Build and save the tiny checkpoint of `family` under `out`; returns the folder. `size` picks a width for
     the families in SIZED_FAMILIES (default: the smallest)."""
-    target = lookup(TINY_BUILDERS, "family", family)
-    module_name, func_name = target.split(":")
-    builder = getattr(importlib.import_module(module_name), func_name)
+    builder = import_object(lookup(TINY_BUILDERS, "family", family))
     if size is None:
         return builder(Path(out), seed=seed)
     _check_size(family, size)
@@ -47,8 +45,7 @@ def _check_size(family: str, size: str) -> None:
 
     if family not in SIZED_FAMILIES:
         raise ConfigError(f"--size is available for {', '.join(SIZED_FAMILIES)} only, not {family}")
-    module_name, table = SIZED_FAMILIES[family].split(":")
-    lookup(getattr(importlib.import_module(module_name), table), f"{family} size", size)
+    lookup(import_object(SIZED_FAMILIES[family]), f"{family} size", size)
 
 
 def build_tiny_atomic(family: str, out: str | Path, seed: int = 0, size: str | None = None) -> Path:

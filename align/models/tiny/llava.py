@@ -40,8 +40,8 @@ class LlavaSize:
 
 # `align models tiny --family llava --size NAME`. Parameters with the 512-token vocabulary: tiny 236,736;
 # small 929,920 (the quickstart's model: a wider language model that sees 64 px images, where a 10 px shape
-# keeps its corners, as 4x4 patches of 16 px; init std ~ 1/sqrt(width)); base 20,474,752 (benchmarks: per-step costs
-# where the matrix products, not Python overhead, dominate).
+# keeps its corners, as 4x4 patches of 16 px; init std ~ 1/sqrt(width)); base 20,474,752 (benchmarks: per-step
+# costs where the matrix products, not Python overhead, dominate).
 LLAVA_SIZES = {
     "tiny": LlavaSize(),
     "small": LlavaSize(hidden=128, layers=4, heads=4, intermediate=256, image_size=64, patch=16, init_std=0.08),
