@@ -43,6 +43,11 @@ class ModelError(AlignError):
     """A model path, family or checkpoint that cannot be loaded or built."""
 
 
+class RewardError(AlignError):
+    """A reward function or reward model that fails during RL training: it raised, returned the wrong number of
+    rewards, or returned a value that is not a finite number."""
+
+
 class UnknownNameError(AlignError):
     """A name looked up in a registry (family, builder, variant, benchmark) that is not there."""
 

@@ -14,6 +14,18 @@ noted; `beta` has TRL's meaning (the DPO temperature multiplying the log-ratio m
     halva_alignment_loss(correct, hallucinated)          -> [K]   HALVA: softplus(LPh - LPc) per phrase pair
     forward_kl(ref_logits, policy_logits, mask)          -> [B]   HALVA: KL(ref || policy) summed over tokens, vocab
 
+Reward model and PPO (LLaVA-RLHF), token inputs `[B, T]` with a `mask` of the response tokens that count:
+
+    pairwise_reward_loss(chosen, rejected, center_coef)  -> RewardLoss(losses, accuracy)  Bradley-Terry + centring
+    kl_penalty(logprobs, ref_logprobs, estimator)        -> [B, T] per-token KL estimate (k1 clamped at 0, or k3)
+    whiten(values, mask, shift_mean)                     -> [B, T] masked whitening (advantages, rewards)
+    gae(rewards, values, mask, gamma, lam)               -> (advantages, returns) [B, T]
+    ppo_policy_loss(lp, old_lp, advantages, mask, clip)  -> PPOPolicyLoss(loss, clipfrac, approx_kl) token means
+    ppo_value_loss(v, old_v, returns, mask, clip)        -> PPOValueLoss(loss, clipfrac) token means
+
+The two PPO losses are scalars, means over every response token of the minibatch (LLaVA-RLHF's masked_mean),
+not per-example: a per-example mean would weigh a short response's tokens more than a long one's.
+
 Short names: the first letter is p (policy) or r (reference), the rest c (chosen), r (rejected), cc (chosen under
 the corrupted image, mDPO's m') or nr (POVID's noisy-image rejected sequence). Where a variant's extra terms are switched off it reduces to
 `dpo_loss` exactly (tested): mdpo with weights (1, 0, 0), hsa with scores 1, stic with sft_coef 0, povid with
@@ -326,3 +338,144 @@ def forward_kl(ref_logits: torch.Tensor, policy_logits: torch.Tensor, mask: torc
     per_token = per_entry.sum(dim=-1)  # [N]
     out = per_token.new_zeros(ref_logits.shape[0])  # [B]
     return out.index_add(0, batch_index, per_token)
+
+
+# ------------------------------------------------------------------------------ reward model and PPO
+
+
+class RewardLoss(NamedTuple):
+    """losses [B]; accuracy [B] detached: 1 where the chosen reward is strictly higher (a tie counts as wrong, so a
+    zero-initialised head starts at 0, not at a flattering 1)."""
+
+    losses: torch.Tensor
+    accuracy: torch.Tensor
+
+
+def pairwise_reward_loss(
+    chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor, center_coef: float = 1e-3
+) -> RewardLoss:
+    """Bradley-Terry on [B] scalar rewards plus LLaVA-RLHF's centring term:
+
+        L_b = -logsig(r_c,b - r_r,b) + center_coef * | mean_b'(r_c,b' + r_r,b') |
+
+    The centring term is one batch-level number added to every example, so `losses.mean()` is exactly LLaVA-RLHF's
+    BCEWithLogits(r_1 - r_0, choice) + center_coef * |mean(r_1 + r_0)|; it keeps the rewards near zero, which PPO's
+    reward scale depends on."""
+    if chosen_rewards.shape != rejected_rewards.shape or chosen_rewards.dim() != 1:
+        raise ValueError(f"pairwise_reward_loss wants chosen and rejected rewards [B]; got "
+                         f"{tuple(chosen_rewards.shape)} and {tuple(rejected_rewards.shape)}")
+    margin = chosen_rewards - rejected_rewards  # [B]
+    centring = center_coef * (chosen_rewards + rejected_rewards).mean().abs()  # scalar
+    losses = -F.logsigmoid(margin) + centring
+    return RewardLoss(losses, (margin > 0).to(margin.dtype).detach())
+
+
+KL_ESTIMATORS = ("k1", "k3")
+
+
+def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str = "k1") -> torch.Tensor:
+    """Per-token KL(policy || reference) estimate from the sampled tokens' log-probs [B, T].
+
+    k1: log pi - log ref, clamped at 0 (LLaVA-RLHF's default: a token the policy likes less than the reference is
+    not rewarded); k3: (r - 1) - log r with r = ref / pi, unbiased and never negative (Schulman's estimator)."""
+    log_ratio = logprobs - ref_logprobs  # [B, T]
+    if estimator == "k1":
+        return log_ratio.clamp(min=0)
+    if estimator == "k3":
+        return torch.expm1(-log_ratio) + log_ratio
+    raise ValueError(f"kl estimator must be one of {', '.join(KL_ESTIMATORS)}, got {estimator!r}")
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of `values` over the positions where `mask` is 1 (0 when none are)."""
+    mask = mask.to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp(min=1)
+
+
+def whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True,
+           moments: tuple[torch.Tensor, torch.Tensor] | None = None, eps: float = 1e-8) -> torch.Tensor:
+    """(values - mean) / std over the masked positions (std with Bessel's correction); with shift_mean=False the
+    mean is added back (LLaVA-RLHF whitens rewards that way). `moments` = (mean, var) computed elsewhere, e.g.
+    over every rank's rollouts. Masked-out positions come back 0."""
+    mask = mask.to(values.dtype)
+    if moments is None:
+        mean = masked_mean(values, mask)
+        count = mask.sum()
+        var = (((values - mean) ** 2) * mask).sum() / (count - 1).clamp(min=1)
+    else:
+        mean, var = moments
+    out = (values - mean) * torch.rsqrt(var + eps)
+    if not shift_mean:
+        out = out + mean
+    return out * mask
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0,
+        lam: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation over [B, T] per-token rewards and values.
+
+    `mask` [B, T] is 1 on each response's tokens, one contiguous block per row (it may start anywhere and be
+    followed by padding); the step after a row's last token is terminal (value 0). With d_t = r_t + gamma *
+    V_{t+1} - V_t, A_t = d_t + gamma * lam * A_{t+1}; returns R_t = A_t + V_t. Both are 0 outside the mask."""
+    if not rewards.shape == values.shape == mask.shape or rewards.dim() != 2:
+        raise ValueError(f"gae wants rewards, values and mask [B, T]; got {tuple(rewards.shape)}, "
+                         f"{tuple(values.shape)} and {tuple(mask.shape)}")
+    mask = mask.to(values.dtype)
+    values = values * mask
+    advantages = torch.zeros_like(values)
+    running = torch.zeros_like(values[:, 0])  # [B] A_{t+1}
+    next_value = torch.zeros_like(values[:, 0])  # [B] V_{t+1}, 0 past the response
+    for t in reversed(range(rewards.shape[1])):
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        running = (delta + gamma * lam * running) * mask[:, t]
+        advantages[:, t] = running
+        next_value = values[:, t]  # 0 where masked, so padding after a response reads as terminal
+    return advantages, (advantages + values) * mask
+
+
+class PPOPolicyLoss(NamedTuple):
+    """loss (scalar, carries the gradient); clipfrac and approx_kl (scalars, detached)."""
+
+    loss: torch.Tensor
+    clipfrac: torch.Tensor
+    approx_kl: torch.Tensor
+
+
+def ppo_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
+                    mask: torch.Tensor, clip_range: float = 0.2) -> PPOPolicyLoss:
+    """PPO's clipped surrogate over [B, T] response tokens:
+
+        ratio = exp(lp - lp_old);  L = mean_t max(-A ratio, -A clip(ratio, 1 - c, 1 + c))
+
+    clipfrac: the share of tokens where the clipped term is the larger (its gradient is 0);
+    approx_kl: mean 0.5 (lp - lp_old)^2."""
+    log_ratio = logprobs - old_logprobs
+    ratio = torch.exp(log_ratio)
+    unclipped = -advantages * ratio
+    clipped = -advantages * ratio.clamp(1 - clip_range, 1 + clip_range)
+    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    clipfrac = masked_mean((clipped > unclipped).to(loss.dtype), mask).detach()
+    approx_kl = masked_mean(0.5 * log_ratio.detach() ** 2, mask)
+    return PPOPolicyLoss(loss, clipfrac, approx_kl)
+
+
+class PPOValueLoss(NamedTuple):
+    """loss (scalar, carries the gradient); clipfrac (scalar, detached)."""
+
+    loss: torch.Tensor
+    clipfrac: torch.Tensor
+
+
+def ppo_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
+                   clip_range_value: float = 0.2) -> PPOValueLoss:
+    """The clipped value loss over [B, T] response tokens:
+
+        v_clip = old_v + clip(v - old_v, -c, c);  L = 0.5 mean_t max((v - R)^2, (v_clip - R)^2)
+
+    clipfrac: the share of tokens where the clipped error is the larger."""
+    clipped_values = old_values + (values - old_values).clamp(-clip_range_value, clip_range_value)
+    unclipped_error = (values - returns) ** 2
+    clipped_error = (clipped_values - returns) ** 2
+    loss = 0.5 * masked_mean(torch.maximum(unclipped_error, clipped_error), mask)
+    clipfrac = masked_mean((clipped_error > unclipped_error).to(loss.dtype), mask).detach()
+    return PPOValueLoss(loss, clipfrac)

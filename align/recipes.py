@@ -20,6 +20,8 @@ RECIPE_KINDS: dict[str, str] = {
     "shapes": "align.data.shapes:ShapesConfig",
     "sft": "align.train.sft:AlignSFTConfig",
     "dpo": "align.train.dpo.config:AlignDPOConfig",
+    "reward": "align.train.reward.config:AlignRewardConfig",
+    "ppo": "align.train.ppo.config:AlignPPOConfig",
     "pairs": "data_builders:config_for_recipe",
 }
 

@@ -8,6 +8,7 @@ from typing import Any
 
 
 def import_object(target: str) -> Any:
-    """The object `target` ("package.module:attribute") names, its module imported on first use."""
-    module_name, attribute = target.split(":")
+    """The object `target` ("package.module:attribute", or the dotted "package.module.attribute") names, its module
+    imported on first use."""
+    module_name, attribute = target.split(":") if ":" in target else target.rsplit(".", 1)
     return getattr(importlib.import_module(module_name), attribute)

@@ -127,3 +127,51 @@ def pairs(shapes_world, tmp_path_factory):
                              if isinstance(m["content"], list) else m for m in noimages[1]["prompt"]]
     write_jsonl(out / "noimages.jsonl", noimages)
     return out
+
+
+@pytest.fixture(scope="session")
+def colour_world(tmp_path_factory):
+    """The RL tests' world: 600 single-shape 64 px images; `colour_qa.jsonl` holds the colour question of every
+    train image as an SFT row (its answer, the true colour, becomes PPO's `reference` column)."""
+    import json
+
+    from align.data.io import write_jsonl
+    from align.data.shapes import ShapesConfig, generate_shapes_world
+
+    out = tmp_path_factory.mktemp("colour") / "world"
+    generate_shapes_world(ShapesConfig(n=600, seed=1, image_size=64, max_objects=1, qa_per_image=4,
+                                       eval_fraction=0.2), out)
+    rows = [json.loads(line) for line in (out / "sft.jsonl").read_text().splitlines()]
+    write_jsonl(out / "colour_qa.jsonl", [r for r in rows if "What color" in json.dumps(r["messages"][0])])
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_llava(tmp_path_factory):
+    """The small tiny LLaVA (0.93M parameters, 64 px images in 16 px patches), random weights."""
+    from align.models.tiny import build_tiny
+
+    return build_tiny("llava", tmp_path_factory.mktemp("small-llava") / "base", seed=0, size="small")
+
+
+@pytest.fixture(scope="session")
+def colour_sft(colour_world, small_llava, tmp_path_factory):
+    """colour_sft(seed) -> a small LLaVA (0.93M) after a short SFT (240 steps) on the colour questions: sampling,
+    it names the asked shape's colour 30-50% of the time (built once per seed)."""
+    built: dict[int, object] = {}
+
+    def get(seed: int = 0):
+        if seed not in built:
+            from align.train.sft import AlignSFTConfig
+            from align.train.sft_run import run_sft
+
+            out = tmp_path_factory.mktemp(f"colour-sft-{seed}") / "sft"
+            config = AlignSFTConfig(model=str(small_llava), data=str(colour_world / "colour_qa.jsonl"), output_dir=str(out),
+                                    train="all", max_steps=240, per_device_train_batch_size=16, learning_rate=1e-3,
+                                    lr_scheduler_type="cosine", warmup_steps=8, seed=seed, save_strategy="no",
+                                    logging_steps=50, report_to="none", disable_tqdm=True)
+            run_sft(config, progress=False)
+            built[seed] = out
+        return built[seed]
+
+    return get

@@ -20,3 +20,7 @@ SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed.")]
 ImageRootOpt = Annotated[
     Path | None, typer.Option("--image-root", help="Folder that relative image paths resolve under.")
 ]
+DeepSpeedOpt = Annotated[
+    str | None, typer.Option("--deepspeed", help="zero2, zero3, zero3_offload or a DeepSpeed JSON file.")
+]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in output_dir.")]

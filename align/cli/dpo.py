@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from align.cli._options import ConfigOpt, OverridesArg
+from align.cli._options import ConfigOpt, DeepSpeedOpt, ImageRootOpt, OverridesArg, ResumeOpt
 
 
 def dpo(
@@ -18,12 +18,9 @@ def dpo(
     output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Where the model is written.")] = None,
     train: Annotated[str | None, typer.Option("--train", help="Trainable parts: lora, projector+llm, all, ...")]
     = None,
-    deepspeed: Annotated[
-        str | None, typer.Option("--deepspeed", help="zero2, zero3, zero3_offload or a DeepSpeed JSON file.")
-    ] = None,
-    image_root: Annotated[Path | None, typer.Option("--image-root", help="Folder image paths resolve under.")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in output_dir.")]
-    = False,
+    deepspeed: DeepSpeedOpt = None,
+    image_root: ImageRootOpt = None,
+    resume: ResumeOpt = False,
     overrides: OverridesArg = None,
 ) -> None:
     """Align a VLM with preference pairs: TRL's DPO losses, or a variant such as RLHF-V's DDPO."""

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from align import __version__
-from align.cli import build_pairs, data, dpo, eval, models, quickstart, sft, validate
+from align.cli import build_pairs, data, dpo, eval, models, ppo, quickstart, reward, sft, validate
 
 app = typer.Typer(
     name="align",
@@ -49,6 +49,8 @@ app.add_typer(eval.app, name="eval")
 app.command(name="build-pairs")(build_pairs.build_pairs)
 app.command(name="sft")(sft.sft)
 app.command(name="dpo")(dpo.dpo)
+app.command(name="reward")(reward.reward)
+app.command(name="ppo")(ppo.ppo)
 app.command(name="validate")(validate.validate)
 app.command(name="quickstart")(quickstart.quickstart)
 

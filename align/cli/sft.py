@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from align.cli._options import ConfigOpt, OverridesArg
+from align.cli._options import ConfigOpt, DeepSpeedOpt, ImageRootOpt, OverridesArg
 
 
 def sft(
@@ -20,10 +20,8 @@ def sft(
         typer.Option("--train", help="Trainable parts: projector, projector+llm, vision, vision-last+llm, qformer, "
                                      "resampler+xattn, adapter, lora, qlora, all (combine with +)."),
     ] = None,
-    deepspeed: Annotated[
-        str | None, typer.Option("--deepspeed", help="zero2, zero3, zero3_offload or a DeepSpeed JSON file.")
-    ] = None,
-    image_root: Annotated[Path | None, typer.Option("--image-root", help="Folder image paths resolve under.")] = None,
+    deepspeed: DeepSpeedOpt = None,
+    image_root: ImageRootOpt = None,
     resume: Annotated[bool, typer.Option("--resume", help="Skip finished stages; continue from the last checkpoint.")]
     = False,
     overrides: OverridesArg = None,

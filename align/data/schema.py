@@ -68,6 +68,13 @@ KINDS: dict[str, dict[str, Column]] = {
         "method": _METHOD,
         "meta": _META,
     },
+    "prompt": {
+        "id": _ID,
+        "images": _IMAGES,
+        "prompt": Column("prompt", True, "user turn(s) to answer; image items mark where each image goes"),
+        "method": _METHOD,
+        "meta": _META,
+    },
     "source": {
         "id": _ID,
         "images": _IMAGES,
@@ -283,12 +290,14 @@ def detect_kind(columns: Iterable[str], declared: str | None = None) -> str:
         return "preference"
     if "messages" in columns:
         return "sft"
+    if "prompt" in columns:
+        return "prompt"
     return "source"
 
 
 def _placeholder_check(record: Mapping, kind: str) -> tuple[str, str] | None:
     """(field, problem) when the image placeholders in the prompt do not match `images`."""
-    field = {"preference": "prompt", "sft": "messages"}.get(kind)
+    field = {"preference": "prompt", "prompt": "prompt", "sft": "messages"}.get(kind)
     if field is None:
         return None
     n_image_slots, n_video_slots = count_placeholders(record[field])

@@ -32,3 +32,40 @@ class CheckpointResumeMixin:
             raise RuntimeError(f"checkpoint {folder} does not match the model: missing {missing[:5]}, "
                                f"unexpected {unexpected[:5]}")
         return None
+
+
+def restore_saved(model, folder) -> None:
+    """Put what `save_pretrained` wrote into `folder` back into `model`: an adapter (plus its extra trainables) into
+    a PEFT model, else a whole checkpoint (loaded through `from_pretrained`, which maps the key names), strictly."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    from align.models.freeze import EXTRA_WEIGHTS
+
+    folder = Path(folder)
+    if isinstance(model, PeftModel):
+        from peft.utils import set_peft_model_state_dict
+
+        result = set_peft_model_state_dict(model, load_file(str(folder / "adapter_model.safetensors")))
+        if result.unexpected_keys:
+            raise RuntimeError(f"checkpoint {folder}: adapter weights the model lacks: {result.unexpected_keys[:5]}")
+        if (folder / EXTRA_WEIGHTS).is_file():
+            model.get_base_model().load_state_dict(load_file(str(folder / EXTRA_WEIGHTS)), strict=False)
+        return
+    restored = type(model).from_pretrained(str(folder), dtype=next(model.parameters()).dtype)
+    missing, unexpected = model.load_state_dict(restored.state_dict(), strict=False)
+    if missing or unexpected:
+        raise RuntimeError(f"checkpoint {folder} does not match the model: missing {missing[:5]}, unexpected "
+                           f"{unexpected[:5]}")
+
+
+def restore_scalar_head_model(model, folder) -> None:
+    """A `ScalarHeadModel` (reward or value model) back from what its `save_pretrained` wrote into `folder`."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from align.models.scalar_head import HEAD_WEIGHTS
+
+    restore_saved(model.backbone, folder)
+    model.head.load_state_dict(load_file(str(Path(folder) / HEAD_WEIGHTS)))

@@ -1,4 +1,5 @@
-"""The seam with TRL: every TRL method align's DPO trainer overrides or calls keeps the shape align was written for.
+"""The seam with TRL and transformers: every method align's DPO, reward and PPO trainers override or call keeps the
+shape align was written for.
 
 When TRL is upgraded and this fails, read the new TRL code for the method named, adapt align/train/dpo/, and only
 then update the recorded signature here (DESIGN.md section 4.5: few overrides, pinned TRL, a seam test).
@@ -53,10 +54,44 @@ def _recorded():
     }
 
 
+def _recorded_rl():
+    """What align/train/reward/ and align/train/ppo/ override on transformers' Trainer or call in TRL."""
+    from transformers import Trainer
+    from trl.models.utils import unwrap_model_for_generation
+    from trl.trainer.utils import RepeatSampler, disable_dropout_in_model
+
+    return {
+        "Trainer._get_dataloader": (Trainer._get_dataloader, "(self, dataset, description, batch_size, "
+                                                             "sampler_fn=None, is_training=False, dataloader_key=None)"),
+        "Trainer._get_train_sampler": (Trainer._get_train_sampler, "(self, train_dataset=None)"),
+        "Trainer._prepare_inputs": (Trainer._prepare_inputs, "(self, inputs)"),
+        "Trainer.training_step": (Trainer.training_step, "(self, model, inputs, num_items_in_batch=None)"),
+        "Trainer.compute_loss": (Trainer.compute_loss,
+                                 "(self, model, inputs, return_outputs=False, num_items_in_batch=None)"),
+        "Trainer.prediction_step": (Trainer.prediction_step,
+                                    "(self, model, inputs, prediction_loss_only, ignore_keys=None)"),
+        "Trainer.log": (Trainer.log, "(self, logs, start_time=None)"),
+        "Trainer._save": (Trainer._save, "(self, output_dir=None, state_dict=None)"),
+        "Trainer._load_from_checkpoint": (Trainer._load_from_checkpoint, "(self, resume_from_checkpoint, model=None)"),
+        "RepeatSampler.__init__": (RepeatSampler.__init__, "(self, data_source, mini_repeat_count, batch_size=1, "
+                                                           "repeat_count=1, shuffle=True, seed=None)"),
+        "unwrap_model_for_generation": (unwrap_model_for_generation,
+                                        "(model, accelerator, gather_deepspeed3_params=True, generation_kwargs=None, "
+                                        "gradient_checkpointing_kwargs=None)"),
+        "disable_dropout_in_model": (disable_dropout_in_model, "(model)"),
+    }
+
+
 @pytest.mark.parametrize("name", list(_recorded()))
 def test_signature_unchanged(name):
     fn, recorded = _recorded()[name]
     assert _shape(fn) == recorded, f"TRL changed {name}; see this module's docstring"
+
+
+@pytest.mark.parametrize("name", list(_recorded_rl()))
+def test_rl_signature_unchanged(name):
+    fn, recorded = _recorded_rl()[name]
+    assert _shape(fn) == recorded, f"{name} changed; see this module's docstring"
 
 
 def test_dpo_batch_contract_unchanged():

@@ -1,0 +1,50 @@
+"""`align ppo`: PPO with a critic (LLaVA-RLHF) against a reward model and/or Python reward functions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from align.cli._options import ConfigOpt, DeepSpeedOpt, ImageRootOpt, OverridesArg, ResumeOpt
+
+
+def ppo(
+    config: ConfigOpt = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Policy checkpoint (the SFT model).")] = None,
+    data: Annotated[Path | None, typer.Option("--data", "-d", help="Prompt records or SFT records.")] = None,
+    reward_model: Annotated[
+        Path | None, typer.Option("--reward-model", help="Reward model folder from `align reward`.")
+    ] = None,
+    reward_funcs: Annotated[
+        list[str] | None, typer.Option("--reward-func", help="Python reward callable by dotted path (repeatable).")
+    ] = None,
+    output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Where the policy is written.")]
+    = None,
+    train: Annotated[str | None, typer.Option("--train", help="Policy's trainable parts: lora (default), all...")]
+    = None,
+    deepspeed: DeepSpeedOpt = None,
+    image_root: ImageRootOpt = None,
+    resume: ResumeOpt = False,
+    overrides: OverridesArg = None,
+) -> None:
+    """Optimise a policy with PPO: rollouts with images, KL-shaped rewards, GAE, a critic started from the
+    reward model; the policy is saved as an adapter (LoRA) or a whole checkpoint, its critic under value_model/."""
+    from align.config import resolve_config
+    from align.train.common import init_distributed_if_launched, is_main_process
+    from align.train.ppo.config import AlignPPOConfig
+    from align.train.ppo.run import run_ppo
+
+    init_distributed_if_launched()
+    paths = {"data": data, "reward_model": reward_model, "output_dir": output_dir, "image_root": image_root}
+    cfg = resolve_config(
+        AlignPPOConfig,
+        recipe=config,
+        flags={"model": model, "train": train, "deepspeed": deepspeed, "reward_funcs": reward_funcs or None,
+               **{k: str(v) if v else None for k, v in paths.items()}},
+        overrides=overrides or [],
+    )
+    out = run_ppo(cfg, resume=resume)
+    if is_main_process():
+        typer.echo(f"policy written to {out}")

@@ -1,0 +1,115 @@
+"""Rollout tensors: prompt batches + sampled completions -> training sequences, split per row and re-batched.
+
+A rollout row is laid out flush-left and right-padded: [prompt tokens | response tokens | padding], so each
+row's positions start at 0 as they did when it was generated (a left-padded prompt would shift them). Per-token
+values (log-probs, values, advantages) live on the shifted grid [B, L-1]: column t belongs to the token at t + 1,
+the one predicted from position t.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+TOKEN_KEYS = ("input_ids", "attention_mask", "action_mask")  # [B, L] per row
+
+
+def response_mask(completion_ids: torch.Tensor, eos_ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, C] sampled ids -> (mask [B, C]: 1 up to and including the first EOS, has_eos [B] bool)."""
+    is_eos = torch.isin(completion_ids, torch.tensor(list(eos_ids), device=completion_ids.device))
+    has_eos = is_eos.any(dim=1)
+    first = torch.where(has_eos, is_eos.int().argmax(dim=1), torch.full_like(has_eos, completion_ids.shape[1],
+                                                                              dtype=torch.long))
+    positions = torch.arange(completion_ids.shape[1], device=completion_ids.device).expand_as(completion_ids)
+    return (positions <= first.unsqueeze(1)).long(), has_eos
+
+
+def training_sequences(prompt: dict, completion_ids: torch.Tensor, completion_mask: torch.Tensor,
+                       pad_id: int) -> dict:
+    """Left-padded prompt batch (the processor's outputs) + right-padded responses [B, C] -> one batch of
+    flush-left rows: input_ids, attention_mask, action_mask (1 on response tokens) [B, L], other per-token fields
+    of the prompt (token_type_ids, ...) extended with 0 over the response, and the prompt's image fields as they
+    were."""
+    ids, mask = prompt["input_ids"], prompt["attention_mask"]
+    width = ids.shape[1]
+    batch = {
+        "input_ids": torch.cat([ids, completion_ids.masked_fill(completion_mask == 0, pad_id)], dim=1),
+        "attention_mask": torch.cat([mask, completion_mask.to(mask.dtype)], dim=1),
+        "action_mask": torch.cat([torch.zeros_like(mask), completion_mask.to(mask.dtype)], dim=1),
+    }
+    for key, value in prompt.items():
+        if key in batch:
+            continue
+        if isinstance(value, torch.Tensor) and value.dim() == 2 and value.shape == ids.shape:
+            batch[key] = torch.cat([value, value.new_zeros(completion_ids.shape)], dim=1)
+        else:
+            batch[key] = value
+    shifts = (width - mask.sum(dim=1)).tolist()  # each row's left padding
+    total = batch["input_ids"].shape[1]
+    for key, value in list(batch.items()):
+        if isinstance(value, torch.Tensor) and value.dim() == 2 and value.shape[1] == total and \
+                value.shape[0] == ids.shape[0]:
+            rolled = torch.stack([torch.roll(value[i], -int(s)) for i, s in enumerate(shifts)])
+            if key == "input_ids":  # padding that rolled round to the end reads as pad
+                rolled = rolled.masked_fill(torch.stack([torch.roll(batch["attention_mask"][i], -int(s))
+                                                         for i, s in enumerate(shifts)]) == 0, pad_id)
+            batch[key] = rolled
+    length = int(batch["attention_mask"].sum(dim=1).max())
+    for key in list(batch):
+        value = batch[key]
+        if isinstance(value, torch.Tensor) and value.dim() == 2 and value.shape[1] == total and \
+                value.shape[0] == ids.shape[0]:
+            batch[key] = value[:, :length]
+    return batch
+
+
+def _is_image_field(key: str) -> bool:
+    return key.startswith(("pixel_", "image_"))
+
+
+def split_rows(batch: dict, n_rows: int, images_per_row: Sequence[int]) -> list[dict]:
+    """A batch -> one dict per row. Image fields (pixel_*, image_*) are sliced by each row's images; Qwen-style
+    flattened patches (pixel_values [sum patches, D] beside image_grid_thw) by each image's patch count; every
+    other tensor must be per row ([B, ...]). Anything else is an error, so no field lands with the wrong row."""
+    image_starts = [0]
+    for n in images_per_row:
+        image_starts.append(image_starts[-1] + n)
+    n_images = image_starts[-1]
+    patch_starts = None
+    if "image_grid_thw" in batch:
+        patches = batch["image_grid_thw"].prod(dim=-1).tolist()  # [N_img]
+        patch_starts = [0]
+        for r in range(n_rows):
+            patch_starts.append(patch_starts[-1] + sum(patches[image_starts[r]:image_starts[r + 1]]))
+    rows: list[dict] = [{} for _ in range(n_rows)]
+    for key, value in batch.items():
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"rollout field {key!r} is a {type(value).__name__}, not a tensor")
+        if key == "pixel_values" and patch_starts is not None:
+            bounds = patch_starts
+        elif _is_image_field(key) and value.shape[0] == n_images:
+            bounds = image_starts
+        elif value.shape[0] == n_rows:
+            bounds = list(range(n_rows + 1))
+        else:
+            raise ValueError(f"rollout field {key!r} of shape {tuple(value.shape)} is neither per row ({n_rows}) "
+                             f"nor per image ({n_images})")
+        for r in range(n_rows):
+            rows[r][key] = value[bounds[r]:bounds[r + 1]]
+    return rows
+
+
+def stack_rows(rows: Sequence[dict], pad_id: int, token_keys: Sequence[str]) -> dict:
+    """Rows from `split_rows` -> one batch: the `token_keys` tensors ([1, L_i] or [1, L_i - 1]) right-padded to the
+    longest row (input_ids with `pad_id`, the rest with 0) and stacked; every other tensor concatenated."""
+    out = {}
+    for key in rows[0]:
+        values = [r[key] for r in rows]
+        if key in token_keys:
+            width = max(v.shape[1] for v in values)
+            fill = pad_id if key == "input_ids" else 0
+            out[key] = torch.cat([torch.nn.functional.pad(v, (0, width - v.shape[1]), value=fill) for v in values])
+        else:
+            out[key] = torch.cat(values)
+    return out

@@ -1,0 +1,120 @@
+"""`align ppo`: PPO with a critic from a resolved `AlignPPOConfig`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from align.errors import ConfigError, ModelError
+from align.train.ppo.config import AlignPPOConfig
+
+
+def run_ppo(config: AlignPPOConfig, resume: bool = False, progress: bool = True) -> Path:
+    """Load policy, reference, reward model and critic; train; save the policy (and its critic under
+    value_model/) and `run.json` into `output_dir`; returns it."""
+    import datasets
+    import torch
+    from transformers import set_seed
+
+    from align.data.collate import ConversationEncoder
+    from align.models.families import family_of
+    from align.models.load import load_model_and_processor
+    from align.train.common import is_main_process, prepare_deepspeed
+    from align.train.ppo.data import load_prompt_data
+    from align.train.ppo.rewards import load_reward_funcs
+    from align.train.ppo.trainer import ActorCritic, AlignPPOTrainer
+    from align.train.reward.prompts import read_fact_captions
+    from align.train.run_config import apply_policy_and_report
+    from align.train.sft_run import _last_checkpoint, _loadable, _save_final
+
+    cfg = config
+    for key in ("model", "data", "output_dir"):
+        if not getattr(cfg, key):
+            raise ConfigError(f"{key} is required (--{key.replace('_', '-')} or `{key}:` in the recipe)")
+    out = Path(cfg.output_dir)
+    reward_funcs = load_reward_funcs(cfg.reward_funcs)  # before anything loads: a bad path fails at once
+    prompts = load_prompt_data(cfg.data, cfg.image_root)
+    fact_captions = read_fact_captions(cfg.fact_captions) if cfg.fact_captions else None
+    prepare_deepspeed(cfg.deepspeed)
+    main = is_main_process()
+    torch.set_flush_denormal(True)
+    set_seed(cfg.seed)
+    start = _loadable(Path(cfg.model)) if Path(cfg.model).is_dir() else cfg.model
+    policy, processor = load_model_and_processor(start, dtype=cfg.dtype, attn_implementation=cfg.attn_implementation)
+    family = family_of(policy.config)
+    reward_model = _reward_model(cfg, family, fact_captions)
+    title = f"ppo: {family}, train={cfg.train}, {len(prompts)} prompts"
+    policy = apply_policy_and_report(policy, family, cfg, cfg.train, title, show=main and progress)
+    from peft import PeftModel
+
+    ref_model = None
+    if cfg.ref_model or not isinstance(policy, PeftModel):
+        ref_model = load_model_and_processor(cfg.ref_model or start, dtype=cfg.dtype,
+                                             attn_implementation=cfg.attn_implementation)[0]
+    critic = _critic(cfg, family, start)
+    trainer = AlignPPOTrainer(
+        model=ActorCritic(policy, critic), args=cfg,
+        train_dataset=datasets.Dataset.from_dict({"row": list(range(len(prompts)))}),
+        prompts=prompts, encoder=ConversationEncoder(processor, family), processing_class=processor,
+        reward_model=reward_model, reward_funcs=reward_funcs, reward_weights=cfg.reward_weights,
+        ref_model=ref_model, fact_captions=fact_captions,
+    )
+    checkpoint = _last_checkpoint(out) if resume else None
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    _save_final(trainer, out)
+    if main:
+        from align.config import config_to_dict
+        from align.train.common import write_run_json
+
+        steps = max(result.global_step, 1)
+        write_run_json(out, "ppo", config_to_dict(cfg), {
+            "complete": True, "family": family, "policy": cfg.train, "base_model": cfg.model,
+            "reference": cfg.ref_model or ("adapter-disabled policy" if ref_model is None else start),
+            "reward_model": cfg.reward_model, "reward_funcs": list(cfg.reward_funcs),
+            "value_model_init": cfg.value_model or cfg.reward_model or cfg.model, "prompts": len(prompts),
+            "resumed_from": checkpoint, "global_step": result.global_step,
+            "seconds_per_step": result.metrics.get("train_runtime", 0.0) / steps,
+            "reward_curve": trainer.reward_curve, "rollout_seconds": trainer.rollout_seconds,
+            "metrics": result.metrics, "log_history": trainer.state.log_history,
+        })
+    return out
+
+
+def _reward_model(cfg: AlignPPOConfig, family: str, fact_captions):
+    if not cfg.reward_model:
+        return None
+    from align.models.scalar_head import load_scalar_head_model, read_head_info
+
+    info = read_head_info(cfg.reward_model)
+    if info.get("kind") != "reward":
+        raise ModelError(f"{cfg.reward_model}: a {info.get('kind')} model, not a reward model")
+    if info.get("family") != family:
+        raise ModelError(f"{cfg.reward_model}: a {info.get('family')} reward model cannot score a {family} policy's "
+                         "conversations (its processor differs)")
+    if info.get("fact_captions") and fact_captions is None:
+        raise ConfigError(f"the reward model {cfg.reward_model} was trained with fact captions in its reward prompt; "
+                          "pass the same file as fact_captions")
+    return load_scalar_head_model(cfg.reward_model, dtype=cfg.dtype)[0]
+
+
+def _critic(cfg: AlignPPOConfig, family: str, start: str):
+    """The value model: the reward model's backbone (or `value_model`, or the policy's start) with a fresh zero
+    head and its own trainable parts (`value_train`, LoRA by default)."""
+    from align.models.freeze import LoraSettings, apply_train_policy
+    from align.models.load import load_model_and_processor
+    from align.models.scalar_head import ScalarHeadModel, is_scalar_head_folder, load_scalar_head_model
+
+    source = cfg.value_model or cfg.reward_model or start
+    if is_scalar_head_folder(source):
+        critic = load_scalar_head_model(source, dtype=cfg.dtype, head=False)[0]
+        critic.info = {"kind": "value", "initialised_from": str(source)}
+    else:
+        backbone = load_model_and_processor(source, dtype=cfg.dtype, attn_implementation=cfg.attn_implementation)[0]
+        critic = ScalarHeadModel(backbone, family, {"kind": "value", "initialised_from": str(source)})
+    if critic.family != family:
+        raise ModelError(f"value model {source} is a {critic.family} model; the policy is {family}")
+    lora = LoraSettings(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, target=cfg.lora_target,
+                        include_vision=cfg.lora_vision)
+    critic.backbone = apply_train_policy(critic.backbone, family, cfg.value_train, lora=lora)
+    critic.info["base_model"] = str(source)
+    critic.info["train"] = cfg.value_train
+    return critic
