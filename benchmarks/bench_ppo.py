@@ -30,9 +30,14 @@ def main() -> None:
     parser.add_argument("--train", default="projector+llm")
     args = parser.parse_args()
 
+    from transformers.utils import logging as hf_logging
+
     from align.data.io import write_jsonl
     from align.data.shapes import ShapesConfig, generate_shapes_world
     from align.models.tiny import build_tiny
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
 
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TRANSFORMERS_VERBOSITY": "error"}
     with tempfile.TemporaryDirectory() as tmp:
