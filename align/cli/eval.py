@@ -67,6 +67,26 @@ for _name in BENCHMARKS:
     app.command(name=_name)(_command(_name))
 
 
+@app.command(name="reward-pairs")
+def reward_pairs(
+    model: Annotated[Path, typer.Option("--model", "-m", help="Reward model folder written by `align reward`.")],
+    pairs: Annotated[Path, typer.Option("--pairs", "-p", help="Preference records to score.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder for metrics.json.")],
+    images: ImagesOpt = None,
+    fact_captions: Annotated[Path | None, typer.Option("--fact-captions", help="The captions file a Fact-RLHF "
+                                                       "model was trained with.")] = None,
+    batch_size: BatchOpt = 16,
+) -> None:
+    """A reward model on preference pairs: accuracy (chosen strictly higher), mean margin, mean scores."""
+    from align.eval.report import print_result, write_metrics
+    from align.eval.reward_pairs import evaluate_reward_model
+
+    result = evaluate_reward_model(model, pairs, images, fact_captions, batch_size)
+    path = write_metrics(out, result, {"model": str(model), "pairs": str(pairs)})
+    print_result(result)
+    typer.echo(f"metrics written to {path}")
+
+
 @app.command()
 def compare(
     runs: Annotated[list[Path], typer.Argument(help="Run folders (or metrics.json files) of one benchmark.")],
