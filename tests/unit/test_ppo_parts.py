@@ -53,7 +53,7 @@ def test_split_rows_slices_images_by_row_and_stack_rows_pads_tokens():
     batch = {"input_ids": torch.tensor([[1, 2, 3], [4, 5, 6]]), "pixel_values": torch.stack([torch.zeros(3),
                                                                                             torch.ones(3)]),
              "image_sizes": torch.tensor([[8, 8], [16, 16]]), "old_logprobs": torch.tensor([[0.25, 0.5], [0.75, 1.0]])}
-    rows = split_rows(batch, 2, [0, 2])
+    rows = split_rows(batch, 2, [0, 2], row_keys=["old_logprobs"])
     assert rows[0]["pixel_values"].shape[0] == 0 and rows[1]["pixel_values"].shape[0] == 2
     assert rows[1]["image_sizes"].tolist() == [[8, 8], [16, 16]]
     assert rows[1]["input_ids"].tolist() == [[4, 5, 6]]
@@ -72,6 +72,16 @@ def test_split_rows_qwen_patches_follow_the_grid():
     rows = split_rows(batch, 2, [1, 1])
     assert rows[0]["pixel_values"].flatten().tolist() == [0, 1, 2, 3]
     assert rows[1]["pixel_values"].flatten().tolist() == [4, 5]
+
+
+def test_idefics_image_attention_mask_follows_its_tokens():
+    """[B, T, N_img]: rolled with its row, and the response tokens see the image as the prompt's last token does."""
+    prompt = {"input_ids": torch.tensor([[PAD, 11], [21, 22]]), "attention_mask": torch.tensor([[0, 1], [1, 1]]),
+              "image_attention_mask": torch.tensor([[[0], [1]], [[1], [1]]])}
+    batch = training_sequences(prompt, torch.tensor([[EOS], [EOS]]), torch.tensor([[1], [1]]), PAD)
+    assert batch["image_attention_mask"][:, :, 0].tolist() == [[1, 1, 0], [1, 1, 1]]
+    rows = split_rows(batch, 2, [1, 1])
+    assert rows[0]["image_attention_mask"].shape == (1, 3, 1)
 
 
 def test_split_rows_refuses_fields_of_unknown_layout():

@@ -25,14 +25,22 @@ def response_mask(completion_ids: torch.Tensor, eos_ids: Sequence[int]) -> tuple
     return (positions <= first.unsqueeze(1)).long(), has_eos
 
 
+def _per_token(key: str, value, rows: int, width: int) -> bool:
+    """A per-token field of the batch: [B, T] or [B, T, ...] (IDEFICS' image_attention_mask is [B, T, N_img]).
+    Pixels never are, whatever their shape happens to be."""
+    return (isinstance(value, torch.Tensor) and not key.startswith("pixel_") and value.dim() >= 2
+            and tuple(value.shape[:2]) == (rows, width))
+
+
 def training_sequences(prompt: dict, completion_ids: torch.Tensor, completion_mask: torch.Tensor,
                        pad_id: int) -> dict:
     """Left-padded prompt batch (the processor's outputs) + right-padded responses [B, C] -> one batch of
-    flush-left rows: input_ids, attention_mask, action_mask (1 on response tokens) [B, L], other per-token fields
-    of the prompt (token_type_ids, ...) extended with 0 over the response, and the prompt's image fields as they
-    were."""
+    flush-left rows: input_ids, attention_mask, action_mask (1 on response tokens) [B, L], the prompt's other
+    per-token fields extended over the response (token_type_ids with 0; IDEFICS' image_attention_mask with the last
+    prompt token's row, as its generation does), and the prompt's image fields as they were."""
     ids, mask = prompt["input_ids"], prompt["attention_mask"]
-    width = ids.shape[1]
+    rows, width = ids.shape
+    n_new = completion_ids.shape[1]
     batch = {
         "input_ids": torch.cat([ids, completion_ids.masked_fill(completion_mask == 0, pad_id)], dim=1),
         "attention_mask": torch.cat([mask, completion_mask.to(mask.dtype)], dim=1),
@@ -41,35 +49,34 @@ def training_sequences(prompt: dict, completion_ids: torch.Tensor, completion_ma
     for key, value in prompt.items():
         if key in batch:
             continue
-        if isinstance(value, torch.Tensor) and value.dim() == 2 and value.shape == ids.shape:
-            batch[key] = torch.cat([value, value.new_zeros(completion_ids.shape)], dim=1)
+        if _per_token(key, value, rows, width):
+            if key == "image_attention_mask":
+                tail = value[:, -1:].expand(-1, n_new, *value.shape[2:])
+            else:
+                tail = value.new_zeros((rows, n_new, *value.shape[2:]))
+            batch[key] = torch.cat([value, tail], dim=1)
         else:
             batch[key] = value
     shifts = (width - mask.sum(dim=1)).tolist()  # each row's left padding
-    total = batch["input_ids"].shape[1]
+    total = width + n_new
     for key, value in list(batch.items()):
-        if isinstance(value, torch.Tensor) and value.dim() == 2 and value.shape[1] == total and \
-                value.shape[0] == ids.shape[0]:
-            rolled = torch.stack([torch.roll(value[i], -int(s)) for i, s in enumerate(shifts)])
+        if _per_token(key, value, rows, total):
+            rolled = torch.stack([torch.roll(value[i], -int(s), dims=0) for i, s in enumerate(shifts)])
             if key == "input_ids":  # padding that rolled round to the end reads as pad
                 rolled = rolled.masked_fill(torch.stack([torch.roll(batch["attention_mask"][i], -int(s))
                                                          for i, s in enumerate(shifts)]) == 0, pad_id)
             batch[key] = rolled
     length = int(batch["attention_mask"].sum(dim=1).max())
-    for key in list(batch):
-        value = batch[key]
-        if isinstance(value, torch.Tensor) and value.dim() == 2 and value.shape[1] == total and \
-                value.shape[0] == ids.shape[0]:
-            batch[key] = value[:, :length]
-    return batch
+    return {k: v[:, :length] if _per_token(k, v, rows, total) else v for k, v in batch.items()}
 
 
 def _is_image_field(key: str) -> bool:
     return key.startswith(("pixel_", "image_"))
 
 
-def split_rows(batch: dict, n_rows: int, images_per_row: Sequence[int]) -> list[dict]:
-    """A batch -> one dict per row. Image fields (pixel_*, image_*) are sliced by each row's images; Qwen-style
+def split_rows(batch: dict, n_rows: int, images_per_row: Sequence[int], row_keys: Sequence[str] = ()) -> list[dict]:
+    """A batch -> one dict per row. Per-token fields ([B, L, ...]) and `row_keys` go by row; image fields
+    (pixel_*, image_*) are sliced by each row's images; Qwen-style
     flattened patches (pixel_values [sum patches, D] beside image_grid_thw) by each image's patch count; every
     other tensor must be per row ([B, ...]). Anything else is an error, so no field lands with the wrong row."""
     image_starts = [0]
@@ -82,11 +89,14 @@ def split_rows(batch: dict, n_rows: int, images_per_row: Sequence[int]) -> list[
         patch_starts = [0]
         for r in range(n_rows):
             patch_starts.append(patch_starts[-1] + sum(patches[image_starts[r]:image_starts[r + 1]]))
+    width = batch["input_ids"].shape[1]
     rows: list[dict] = [{} for _ in range(n_rows)]
     for key, value in batch.items():
         if not isinstance(value, torch.Tensor):
             raise ValueError(f"rollout field {key!r} is a {type(value).__name__}, not a tensor")
-        if key == "pixel_values" and patch_starts is not None:
+        if key in row_keys or _per_token(key, value, n_rows, width):
+            bounds = list(range(n_rows + 1))  # per-token fields, image_attention_mask included, go by row
+        elif key == "pixel_values" and patch_starts is not None:
             bounds = patch_starts
         elif _is_image_field(key) and value.shape[0] == n_images:
             bounds = image_starts

@@ -305,7 +305,8 @@ class AlignPPOTrainer(Trainer):
     def _minibatches(self, batch: dict, images_per_row: list[int]) -> list[dict]:
         """ppo_epochs passes over the rollout, each in its own shuffled order, cut into minibatches."""
         n = batch["input_ids"].shape[0]
-        rows = split_rows({k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}, n, images_per_row)
+        rows = split_rows({k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}, n, images_per_row,
+                          row_keys=GRID_KEYS)
         size = self.args.per_device_train_batch_size
         rng = random.Random(self.args.seed * 7919 + self.state.global_step)
         token_keys = _token_keys(batch, n)
