@@ -1,7 +1,7 @@
 """`align ppo` under DeepSpeed ZeRO-2 and ZeRO-3 on a CPU (gloo), 2 ranks under torchrun.
 
-A tiny LLaVA's LoRA policy trains against a reward model (trained here first, single process) plus a reward
-function; the critic starts from the reward model. Under ZeRO-3 the rollouts are generated with the gathered
+A tiny LLaVA's LoRA policy trains against a reward model (trained here first, also under ZeRO-3 on 2 ranks) plus
+a reward function; the critic starts from the reward model. Under ZeRO-3 the rollouts are generated with the gathered
 parameters and the frozen reward model is a partitioned inference engine. The run must finish and save a policy
 adapter whose LoRA matrices trained, and the critic beside it.
 """
@@ -22,9 +22,17 @@ pytestmark = pytest.mark.distributed
 
 @pytest.fixture(scope="module")
 def reward_model(tiny_checkpoint, pairs, tmp_path_factory):
+    """`align reward` under ZeRO-3 on 2 ranks: its adapter and head are saved whole from the gathered weights."""
+    from safetensors.torch import load_file
+
     out = tmp_path_factory.mktemp("rm") / "rm"
     align_cli(["reward", "--model", tiny_checkpoint("llava"), "--data", pairs / "first4.jsonl", "--output-dir", out,
-               "max_steps=1", "per_device_train_batch_size=2", "save_strategy=no"])
+               "--deepspeed", "zero3", "max_steps=2", "per_device_train_batch_size=1", "learning_rate=1e-2",
+               "save_strategy=no"], nproc=2)
+    adapter = load_file(str(out / "adapter_model.safetensors"))
+    assert adapter and all(v.numel() > 0 for v in adapter.values())  # not the empty shards of a rank
+    assert any(v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k)
+    assert load_file(str(out / "scalar_head.safetensors"))["weight"].abs().sum() > 0
     return out
 
 

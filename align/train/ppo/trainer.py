@@ -165,9 +165,12 @@ class AlignPPOTrainer(Trainer):
         prompt = {k: v.to(device) if isinstance(v, torch.Tensor) else v
                   for k, v in dict(self.encoder.encode(examples, add_generation_prompt=True)).items()}
         if args.max_prompt_length and prompt["input_ids"].shape[1] > args.max_prompt_length:
+            from align.errors import DataError
+
             longest = int(prompt["attention_mask"].sum(dim=1).argmax())
-            raise ConfigError(f"prompt row {rows[longest]} has {int(prompt['attention_mask'][longest].sum())} tokens, "
-                              f"over max_prompt_length {args.max_prompt_length}")
+            path, row = self.prompts.origins[rows[longest]]
+            raise DataError(path, f"the prompt is {int(prompt['attention_mask'][longest].sum())} tokens long, over "
+                            f"max_prompt_length {args.max_prompt_length}; raise it or shorten the prompt", row=row)
         completion_ids = self._generate(prompt)  # [B, C]
         completion_mask, has_eos = response_mask(completion_ids, self.eos_ids)
         batch = training_sequences(prompt, completion_ids, completion_mask, self.pad_id)
@@ -379,7 +382,11 @@ class AlignPPOTrainer(Trainer):
         return None
 
     def _save(self, output_dir: str | None = None, state_dict=None):
-        """The policy (adapter or whole model) and processor into `output_dir`; the critic under value_model/."""
+        """The policy (adapter or whole model) and processor into `output_dir`; the critic under value_model/.
+        Only the main process writes: under ZeRO-3 every rank calls this, and only rank 0 holds the gathered
+        `state_dict` (another rank's own parameters are empty shards)."""
+        if not self.args.should_save:
+            return
         from pathlib import Path
 
         output_dir = Path(output_dir or self.args.output_dir)

@@ -64,6 +64,8 @@ class RewardModelTrainer(Trainer):
         return None
 
     def _save(self, output_dir: str | None = None, state_dict=None):
+        if not self.args.should_save:  # under ZeRO-3 only rank 0 holds the gathered state_dict
+            return
         output_dir = output_dir or self.args.output_dir
         model = self.accelerator.unwrap_model(self.model)
         model.save_pretrained(output_dir, state_dict=state_dict, processor=self.processing_class)
