@@ -547,17 +547,26 @@ def extra_state_dict(model) -> dict:
             if p.requires_grad and p.data_ptr() not in in_adapter}
 
 
-def save_trained(model, out: str | Path) -> Path:
+def save_trained(model, out: str | Path, state_dict: dict | None = None) -> Path:
     """Save what the policy trained: the whole model when PEFT does not wrap it; else the adapter
-    (`save_pretrained`) plus EXTRA_WEIGHTS with `extra_state_dict` when it is not empty."""
+    (`save_pretrained`) plus EXTRA_WEIGHTS with `extra_state_dict` when it is not empty. `state_dict`: the model's
+    full state dict when the caller gathered it (ZeRO-3, where the model's own parameters are empty shards); the
+    extra weights are then taken from it."""
     from safetensors.torch import save_file
 
     out = Path(out)
-    model.save_pretrained(out)
+    model.save_pretrained(str(out), **({} if state_dict is None else {"state_dict": state_dict}))
     extra = extra_state_dict(model)
     if extra:
-        save_file({n: t.contiguous().cpu() for n, t in extra.items()}, str(out / EXTRA_WEIGHTS))
+        if state_dict is not None:  # PEFT keys the base model's parameters under base_model.model.
+            extra = {n: state_dict.get(f"base_model.model.{n}", t) for n, t in extra.items()}
+        save_file({n: t.detach().contiguous().cpu() for n, t in extra.items()}, str(out / EXTRA_WEIGHTS))
     return out
+
+
+def sub_state_dict(state_dict: dict, prefix: str) -> dict:
+    """The entries of a module's state dict under `prefix` ("policy."), keyed as the submodule keys them."""
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
 
 def load_trained(model, family: str, policy: str, folder: str | Path, lora: LoraSettings | None = None,

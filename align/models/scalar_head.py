@@ -89,20 +89,13 @@ class ScalarHeadModel(nn.Module):
         `state_dict`: this module's full state dict when the caller gathered it (ZeRO-3)."""
         from safetensors.torch import save_file
 
-        from align.models.freeze import EXTRA_WEIGHTS, extra_state_dict
+        from align.models.freeze import save_trained, sub_state_dict
 
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         state_dict = self.state_dict() if state_dict is None else state_dict
-        backbone = {k[len("backbone."):]: v for k, v in state_dict.items() if k.startswith("backbone.")}
-        head = {k[len("head."):]: v.detach().float().contiguous().cpu() for k, v in state_dict.items()
-                if k.startswith("head.")}
-        self.backbone.save_pretrained(str(out), state_dict=backbone)
-        extra = extra_state_dict(self.backbone)
-        if extra:
-            names = {n: f"base_model.model.{n}" for n in extra}  # as `backbone` keys them under PEFT
-            save_file({n: backbone.get(names[n], t).detach().contiguous().cpu() for n, t in extra.items()},
-                      str(out / EXTRA_WEIGHTS))
+        save_trained(self.backbone, out, sub_state_dict(state_dict, "backbone."))
+        head = {k: v.detach().float().contiguous().cpu() for k, v in sub_state_dict(state_dict, "head.").items()}
         save_file(head, str(out / HEAD_WEIGHTS))
         info = {**self.info, "family": self.family}
         (out / HEAD_CONFIG).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")

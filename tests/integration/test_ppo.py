@@ -152,3 +152,19 @@ def test_ppo_runs_on_other_families(tiny_checkpoint, shapes_world, run_cli, tmp_
     assert result.code == 0, result
     run = json.loads((out / "run.json").read_text())
     assert run["family"] == family and run["global_step"] == 2 and (out / "adapter_model.safetensors").is_file()
+
+
+def test_ppo_saves_what_a_lora_policy_trains_beside_its_adapter(tiny_checkpoint, shapes_world, reward_module,
+                                                                  run_cli, tmp_path):
+    """LLaVA-NeXT under lora+projector trains its bare image_newline, which a PEFT adapter file cannot hold: it is
+    saved beside the adapter, where `align models merge` and a resumed run read it."""
+    from safetensors.torch import load_file
+
+    from align.models.freeze import EXTRA_WEIGHTS
+
+    out = tmp_path / "ppo"
+    result = run_cli("ppo", "--model", tiny_checkpoint("llava_next"), "--data", shapes_world / "sft.jsonl",
+                     "--reward-func", "ppo_rewards:length", "--output-dir", out, "--train", "lora+projector",
+                     "max_steps=2", "learning_rate=1e-2", *SMALL)
+    assert result.code == 0, result
+    assert "model.image_newline" in load_file(str(out / EXTRA_WEIGHTS))

@@ -77,6 +77,8 @@ class AlignPPOTrainer(Trainer):
         self.prompts, self.encoder = prompts, encoder
         self.tokenizer = getattr(processing_class, "tokenizer", processing_class)
         self.reward_model, self.reward_funcs = reward_model, list(reward_funcs)
+        # the prompt the reward model was trained with, read before DeepSpeed wraps the model
+        self.reward_prompt = reward_model.info.get("reward_prompt") if reward_model is not None else None
         self.reward_weights = list(reward_weights) if reward_weights is not None else [1.0] * len(self.reward_funcs)
         self.fact_captions = fact_captions
         self.ref_model = ref_model
@@ -276,22 +278,19 @@ class AlignPPOTrainer(Trainer):
     def _reward_model_scores(self, rows, examples, texts) -> torch.Tensor:
         from align.data.collate import Example
         from align.models.scalar_head import last_token_scores
-        from align.train.reward.prompts import reward_turn
+        from align.train.reward.prompts import reward_messages
 
-        unwrapped = self.accelerator.unwrap_model(self.reward_model) if self.is_deepspeed_enabled else self.reward_model
-        prompt_text = unwrapped.info.get("reward_prompt")
         scored = []
         for row, example, text in zip(rows, examples, texts, strict=True):
-            messages = [*example.messages, {"role": "assistant", "content": [{"type": "text", "text": text}]}]
-            if prompt_text:
-                record = self.prompts.records[row]
-                messages.append(reward_turn(prompt_text, record, self.fact_captions, self.args.seed + row,
-                                            self.prompts.origins[row]))
+            response = [{"role": "assistant", "content": [{"type": "text", "text": text}]}]
+            messages = reward_messages(example.messages, response, self.reward_prompt, self.prompts.records[row],
+                                       self.fact_captions, self.args.seed + row, self.prompts.origins[row])
             scored.append(Example(messages, example.images, example.videos))
         out = []
         size = self.args.per_device_train_batch_size
         for start in range(0, len(scored), size):
-            batch = dict(self.encoder.encode(scored[start:start + size], add_generation_prompt=bool(prompt_text)))
+            batch = dict(self.encoder.encode(scored[start:start + size],
+                                             add_generation_prompt=self.reward_prompt is not None))
             batch = {k: v.to(self.accelerator.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
             out.append(last_token_scores(self.reward_model(**batch), batch["attention_mask"]).float())
         return torch.cat(out)
@@ -389,16 +388,16 @@ class AlignPPOTrainer(Trainer):
             return
         from pathlib import Path
 
+        from align.models.freeze import save_trained, sub_state_dict
+
         output_dir = Path(output_dir or self.args.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         module = self.accelerator.unwrap_model(self.model)
         state_dict = module.state_dict() if state_dict is None else state_dict
-        policy_state = {k[len("policy."):]: v for k, v in state_dict.items() if k.startswith("policy.")}
-        critic_state = {k[len("critic."):]: v for k, v in state_dict.items() if k.startswith("critic.")}
-        module.policy.save_pretrained(str(output_dir), state_dict=policy_state)
+        save_trained(module.policy, output_dir, sub_state_dict(state_dict, "policy."))  # adapter + its extras
         if self.processing_class is not None:
             self.processing_class.save_pretrained(str(output_dir))
-        module.critic.save_pretrained(output_dir / "value_model", state_dict=critic_state)
+        module.critic.save_pretrained(output_dir / "value_model", state_dict=sub_state_dict(state_dict, "critic."))
         torch.save(self.args, output_dir / "training_args.bin")
 
 

@@ -33,14 +33,11 @@ class RewardData:
                 Example(self.messages(index, record["rejected"]), images, videos))
 
     def messages(self, index: int, completion: list[dict]) -> list[dict]:
-        from align.train.reward.prompts import reward_turn
+        from align.train.reward.prompts import reward_messages
 
         record = self.records[index]
-        messages = list(record["prompt"]) + list(completion)
-        if self.reward_prompt is not None:
-            messages.append(reward_turn(self.reward_prompt, record, self.captions, self.seed + index,
-                                        self.origins[index]))
-        return messages
+        return reward_messages(record["prompt"], completion, self.reward_prompt, record, self.captions,
+                               self.seed + index, self.origins[index])
 
 
 def load_reward_data(path: str | Path, processor, family: str, image_root: str | Path | None,

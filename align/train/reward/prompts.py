@@ -76,21 +76,26 @@ def captions_for(record: dict[str, Any], captions: dict[str, list[str]]) -> list
 
 def reward_turn(prompt: str, record: dict[str, Any], captions: dict[str, list[str]] | None, seed: int,
                 where: tuple[Any, int]) -> dict:
-    """The user turn appended after the response; `{factual_prompt}` filled from `captions` when given."""
+    """The user turn appended after the response. With `captions`, the row's captions fill `{factual_prompt}`
+    (or follow the prompt when it has no slot); without, the slot is dropped."""
     text = prompt
-    if FACT_SLOT in text:
-        if captions is None:
-            text = text.replace(FACT_SLOT, "")
-        else:
-            found = captions_for(record, captions)
-            if found is None:
-                raise DataError(where[0], "no fact captions for this row's image (looked up by image path, file "
-                                "name and row id)", row=where[1], field="images")
-            text = text.replace(FACT_SLOT, factual_prompt(found, seed))
-    elif captions is not None:
+    if captions is None:
+        text = text.replace(FACT_SLOT, "")
+    else:
         found = captions_for(record, captions)
         if found is None:
             raise DataError(where[0], "no fact captions for this row's image (looked up by image path, file name "
                             "and row id)", row=where[1], field="images")
-        text = text + factual_prompt(found, seed)
+        fact = factual_prompt(found, seed)
+        text = text.replace(FACT_SLOT, fact) if FACT_SLOT in text else text + fact
     return {"role": "user", "content": [{"type": "text", "text": text}]}
+
+
+def reward_messages(prompt: list[dict], completion: list[dict], reward_prompt: str | None, record: dict[str, Any],
+                    captions: dict[str, list[str]] | None, seed: int, where: tuple[Any, int]) -> list[dict]:
+    """What a reward model reads, in training and when it scores PPO rollouts alike: the prompt, the response and,
+    with a reward prompt, the turn asking for the score (`reward_turn`)."""
+    messages = [*prompt, *completion]
+    if reward_prompt is not None:
+        messages.append(reward_turn(reward_prompt, record, captions, seed, where))
+    return messages
