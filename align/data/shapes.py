@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from align.data import shapes_vocab as vocab
-from align.data.shapes_draw import Piece, layout, object_record
+from align.data.shapes_draw import PLACEMENTS, Piece, layout, object_record
 from align.errors import ConfigError
 
 # Classes by prior rank, most frequent first. Anchors rank high so that about one image in five holds an anchor
@@ -51,6 +51,15 @@ PLANTED_PARTNERS: dict[str, str] = {
     "triangle": "square",
     "cross": "diamond",
 }
+
+# `classes="planted"`: the anchors and partners only; with `palette="by-class"` each is drawn in its own colour.
+PLANTED_CLASSES: tuple[str, ...] = tuple(c for c in PRIOR_ORDER if c in {*PLANTED_PARTNERS, *PLANTED_PARTNERS.values()})
+CLASS_COLORS: dict[str, str] = {
+    "circle": "red", "triangle": "green", "square": "blue", "heart": "yellow",
+    "cross": "orange", "crescent": "purple", "diamond": "black", "star": "gray",
+}
+CLASS_SETS = ("all", "planted")
+PALETTES = ("random", "by-class")
 
 POPE_TEMPLATE = "Is there {article} {shape} in the image?"
 # LLaVA appends this to short-answer questions; SFT QA uses it so a model learns to answer POPE in one word.
@@ -107,6 +116,29 @@ class ShapesConfig:
         default=3, metadata={"help": "Present classes asked about per eval image (POPE's sample_num)."}
     )
     min_gap: int = field(default=3, metadata={"help": "Minimum gap in pixels between two shapes' boxes."})
+    placement: str = field(
+        default="free",
+        metadata={"help": "free: anywhere, without overlap. grid: at most one shape per cell of the 3x3 grid, "
+                          "inside it; a ViT whose patch is a third of the image then sees each shape in one "
+                          "patch (the quickstart's world, so a tiny model's perception is not the bottleneck)."},
+    )
+    classes: str = field(
+        default="all",
+        metadata={"help": "all: the 12 classes. planted: only the 4 anchors and their 4 partners (questions about "
+                          "absent classes may still name the other 4)."},
+    )
+    palette: str = field(
+        default="random",
+        metadata={"help": "random: any colour for any shape. by-class: each planted class in its own colour "
+                          "(needs classes=planted), so a tiny model tells shapes apart by colour and what remains "
+                          "to get wrong is the language prior (the quickstart's world)."},
+    )
+    grid_jitter: int = field(
+        default=0,
+        metadata={"help": "grid placement: how far (px) a shape may sit from its cell's centre. 0 centres every "
+                          "shape, which a random 0.9M LLaVA's patch features already tell apart (linear probe: "
+                          "class 0.93 centred, 0.64 at 3 px, 0.53 anywhere in the cell)."},
+    )
 
     def __post_init__(self) -> None:
         problems = [
@@ -114,16 +146,22 @@ class ShapesConfig:
             *_check_range("seed", self.seed, 0, 2**63 - 1, integer=True),
             *_check_range("image_size", self.image_size, 32, 1024, integer=True),
             *_check_range("min_objects", self.min_objects, 1, 8, integer=True),
-            *_check_range("max_objects", self.max_objects, 1, 8, integer=True),
+            *_check_range("max_objects", self.max_objects, 1, 9 if self.placement == "grid" else 8, integer=True),
             *_check_range("class_skew", self.class_skew, 0.0, 5.0),
             *_check_range("cooccurrence", self.cooccurrence, 0.0, 1.0),
             *_check_range("eval_fraction", self.eval_fraction, 0.0, 1.0),
             *_check_range("qa_per_image", self.qa_per_image, 0, len(QA_KINDS), integer=True),
             *_check_range("pope_positives", self.pope_positives, 1, 6, integer=True),
         ]
+        for name, choices in (("classes", CLASS_SETS), ("palette", PALETTES), ("placement", PLACEMENTS)):
+            if getattr(self, name) not in choices:
+                problems.append(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+        if self.palette == "by-class" and self.classes != "planted":
+            problems.append("palette by-class needs classes=planted: 8 colours for 8 classes")
         if not problems:  # these compare fields, so only once each field is a number in range
             # A gap wider than an eighth of the image leaves no room for six shapes.
             problems += _check_range("min_gap", self.min_gap, 0, self.image_size // 8, integer=True)
+            problems += _check_range("grid_jitter", self.grid_jitter, 0, self.image_size // 6, integer=True)
             if self.min_objects > self.max_objects:
                 problems.append(f"min_objects ({self.min_objects}) must not exceed max_objects ({self.max_objects})")
         if problems:
@@ -158,11 +196,13 @@ def image_index(record_id: str) -> int:
     return int(record_id[len(IMAGE_PREFIX):])
 
 
-def class_prior(skew: float) -> dict[str, float]:
-    """Zipf-like prior over classes in `PRIOR_ORDER`: weight 1/rank^skew, normalised."""
-    weights = [1.0 / (rank**skew) for rank in range(1, len(PRIOR_ORDER) + 1)]
+def class_prior(skew: float, classes: str = "all") -> dict[str, float]:
+    """Zipf-like prior over the classes drawn (`PRIOR_ORDER`, or its planted ones): weight 1/rank^skew,
+    normalised. Classes left out of the set are absent from the result, so they are never drawn."""
+    order = PRIOR_ORDER if classes == "all" else PLANTED_CLASSES
+    weights = [1.0 / (rank**skew) for rank in range(1, len(order) + 1)]
     total = sum(weights)
-    return {name: w / total for name, w in zip(PRIOR_ORDER, weights, strict=True)}
+    return {name: w / total for name, w in zip(order, weights, strict=True)}
 
 
 # ----------------------------------------------------------------------------------------- class lists
@@ -218,7 +258,9 @@ def render_image(config: ShapesConfig, seed: int, prior: dict[str, float]):
     rng = random.Random(seed)
     classes = draw_classes(rng, config, prior)
     colors, sizes = list(vocab.COLORS), list(vocab.SIZES)
-    pieces = [Piece(name, rng.choice(colors), rng.choice(sizes), rng.random() < 0.5) for name in classes]
+    by_class = config.palette == "by-class"
+    pieces = [Piece(name, CLASS_COLORS[name] if by_class else rng.choice(colors), rng.choice(sizes),
+                    rng.random() < 0.5) for name in classes]
     # Big pieces first: late small ones still find gaps, early big ones would not.
     pieces.sort(key=lambda p: -sizes.index(p.size))
     wanted_sizes = [p.size for p in pieces]
@@ -453,7 +495,8 @@ def _world(config: ShapesConfig, prior: dict[str, float], sources: list[dict[str
     return {
         "vocab_version": vocab.VOCAB_VERSION,
         "classes": list(vocab.CLASSES),
-        "prior_order": list(PRIOR_ORDER),
+        "prior_order": list(prior),
+        "palette": dict(CLASS_COLORS) if config.palette == "by-class" else None,
         "class_prior": {c: round(p, 6) for c, p in prior.items()},
         "class_skew": config.class_skew,
         "planted_pairs": dict(PLANTED_PARTNERS),
@@ -486,7 +529,7 @@ def generate_shapes_world(config: ShapesConfig, out: str | Path) -> dict[str, in
     from align.config import config_to_dict
     from align.data.io import atomic_output_dir, write_dataset_json, write_jsonl
 
-    prior = class_prior(config.class_skew)
+    prior = class_prior(config.class_skew, config.classes)
     with atomic_output_dir(out) as folder:
         sources, bait = _render_all(config, folder, prior)
         train = [s for s in sources if s["split"] == "train"]

@@ -13,6 +13,7 @@ from typing import Any
 from align.data import shapes_vocab as vocab
 
 _PLACEMENT_ATTEMPTS = 200  # random positions tried per object before it is shrunk
+PLACEMENTS = ("free", "grid")
 
 # Width/height of each class's drawn box. Squares, circles and crosses are exactly square; diamonds are tall
 # so a diamond is never a square turned 45 degrees; ellipses and rectangles are clearly stretched.
@@ -143,6 +144,8 @@ def _try_place(rng: random.Random, piece: Piece, taken: list, side: int, gap: in
 
 def layout(rng: random.Random, pieces: list[Piece], config: Any) -> bool:
     """Rejection-sample non-overlapping positions, biggest first; a piece that finds no room is shrunk a size."""
+    if getattr(config, "placement", "free") == "grid":
+        return grid_layout(rng, pieces, config.image_size, config.min_gap, config.grid_jitter)
     side, sizes = config.image_size, list(vocab.SIZES)
     taken: list[tuple[int, int, int, int]] = []
     for piece in pieces:
@@ -156,6 +159,39 @@ def layout(rng: random.Random, pieces: list[Piece], config: Any) -> bool:
                 return False
             piece.size = sizes[sizes.index(piece.size) - 1]
     return True
+
+
+def grid_layout(rng: random.Random, pieces: list[Piece], side: int, gap: int, jitter: int = 0) -> bool:
+    """One piece per distinct 3x3 cell, at most `jitter` px from the cell's centre, its box inside the cell with
+    half of `gap` (rounded up) to spare on every side, so two neighbours are at least `gap` apart; a piece too big
+    for its cell is shrunk a size."""
+    if len(pieces) > len(vocab.CELLS):
+        return False
+    sizes, margin = list(vocab.SIZES), max(1, -(-gap // 2))
+    for piece, cell in zip(pieces, rng.sample(range(len(vocab.CELLS)), len(pieces)), strict=False):
+        # Cell bounds as _cell reads them: column c covers x with x * 3 // side == c.
+        row, col = divmod(cell, 3)
+        x_lo, x_hi = -(-col * side // 3), -(-(col + 1) * side // 3)
+        y_lo, y_hi = -(-row * side // 3), -(-(row + 1) * side // 3)
+        while True:
+            piece.mask = shape_mask(piece.name, *_box_dims(rng, piece.name, piece.size, side * side),
+                                    mirrored=piece.mirrored)
+            w, h = piece.mask.size
+            if w <= x_hi - x_lo - 2 * margin and h <= y_hi - y_lo - 2 * margin:
+                break
+            if piece.size == sizes[0]:
+                return False
+            piece.size = sizes[sizes.index(piece.size) - 1]
+        x0 = _jittered(rng, x_lo + margin, x_hi - margin - w, jitter)
+        y0 = _jittered(rng, y_lo + margin, y_hi - margin - h, jitter)
+        piece.box = (x0, y0, x0 + w, y0 + h)
+    return True
+
+
+def _jittered(rng: random.Random, low: int, high: int, jitter: int) -> int:
+    """A start coordinate in [low, high] within `jitter` px of the centred one."""
+    mid = (low + high) // 2
+    return rng.randint(max(low, mid - jitter), min(high, mid + jitter))
 
 
 def _cell(cx: int, cy: int, side: int) -> str:

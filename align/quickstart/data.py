@@ -2,7 +2,8 @@
 
 - `noisy_sft_records`: the world's SFT conversations, except that a caption of an image holding an anchor
   (crescent, heart, triangle, cross) without its planted partner adds the partner with probability `noise`, as
-  a web caption written from habit would. This is the language-prior hallucination the alignment must remove.
+  a web caption written from habit would: counted in the first sentence and named in a last one. This is the
+  language-prior hallucination the alignment must remove.
 - `preference_pairs`: chosen = the exact caption; rejected = a corrupted one: `add` an absent object (the
   image's bait partner when it has one, else an absent class drawn from the prior), `drop` a present object, or
   `swap` an object's class or colour. Each pair records its kind.
@@ -39,11 +40,24 @@ def absent_partners(objects: Sequence[dict[str, Any]]) -> list[str]:
     return sorted({PLANTED_PARTNERS[a] for a in names if a in PLANTED_PARTNERS} - names)
 
 
-def _fake_object(name: str, objects: Sequence[dict[str, Any]], rng: random.Random) -> dict[str, Any]:
-    """An object of class `name` in a free cell (any cell when all are taken), random colour and size."""
+def world_palette(world: str | Path) -> dict[str, str] | None:
+    """{class: colour} of a world drawn with `palette="by-class"`, else None."""
+    return json.loads((Path(world) / "world.json").read_text(encoding="utf-8")).get("palette")
+
+
+def world_classes(world: str | Path) -> list[str]:
+    """The classes a world draws (all 12, or the planted 8)."""
+    return json.loads((Path(world) / "world.json").read_text(encoding="utf-8"))["prior_order"]
+
+
+def _fake_object(name: str, objects: Sequence[dict[str, Any]], rng: random.Random,
+                 palette: dict[str, str] | None = None) -> dict[str, Any]:
+    """An object of class `name` in a free cell (any cell when all are taken), random size, and the class's
+    colour in a by-class world (else a random one)."""
     taken = {o["cell"] for o in objects}
     cells = [c for c in vocab.CELLS if c not in taken] or list(vocab.CELLS)
-    return {"name": name, "color": rng.choice(list(vocab.COLORS)), "size": rng.choice(list(vocab.SIZES)),
+    color = rng.choice(list(vocab.COLORS))
+    return {"name": name, "color": palette[name] if palette else color, "size": rng.choice(list(vocab.SIZES)),
             "cell": rng.choice(cells)}
 
 
@@ -51,13 +65,21 @@ def _in_reading_order(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(objects, key=lambda o: vocab.CELLS.index(o["cell"]))
 
 
-def with_added(objects: Sequence[dict[str, Any]], name: str, rng: random.Random) -> str:
-    return caption(_in_reading_order([*objects, _fake_object(name, objects, rng)]))
+def with_added(objects: Sequence[dict[str, Any]], name: str, rng: random.Random,
+               palette: dict[str, str] | None = None) -> str:
+    """The exact caption with one more object of class `name`, counted in the first sentence and named last.
+
+    Last, not in reading order: a habit adds the partner after what was seen, and one place for it means a
+    caption hallucinates the partner with the noise's probability at one decision, the end of the true list.
+    Spread over the free cells, no single continuation carried it and greedy captions never named it (measured:
+    partner_halluc 0.0 at noise 0.6 once the model perceived the shapes)."""
+    return caption([*objects, _fake_object(name, objects, rng, palette)])
 
 
 def noisy_sft_records(world: str | Path, noise: float, seed: int) -> tuple[list[dict[str, Any]], int]:
     """(the world's SFT records with partner-adding captions, how many captions were changed)."""
     sources = {s["id"]: s for s in train_sources(world)}
+    palette = world_palette(world)
     records, changed = [], 0
     for record in read_jsonl(Path(world) / "sft.jsonl"):
         source_id = record["id"].rsplit("_", 1)[0]
@@ -66,7 +88,7 @@ def noisy_sft_records(world: str | Path, noise: float, seed: int) -> tuple[list[
             rng = random.Random(derive_seed(seed, "noisy-sft", source_id))
             baits = absent_partners(source["objects"])
             if baits and rng.random() < noise:
-                text = with_added(source["objects"], rng.choice(baits), rng)
+                text = with_added(source["objects"], rng.choice(baits), rng, palette)
                 record = {**record, "messages": [record["messages"][0],
                                                  {"role": "assistant", "content": [{"type": "text", "text": text}]}]}
                 changed += 1
@@ -74,26 +96,31 @@ def noisy_sft_records(world: str | Path, noise: float, seed: int) -> tuple[list[
     return records, changed
 
 
-def _absent(objects: Sequence[dict[str, Any]], rng: random.Random) -> str:
+def _absent(objects: Sequence[dict[str, Any]], rng: random.Random, classes: Sequence[str]) -> str:
     names = {o["name"] for o in objects}
     baits = absent_partners(objects)
     if baits:
         return rng.choice(baits)
-    return rng.choice([c for c in vocab.CLASSES if c not in names])
+    return rng.choice([c for c in classes if c not in names])
 
 
-def corrupt_caption(objects: Sequence[dict[str, Any]], kind: str, rng: random.Random) -> tuple[str, str]:
-    """(rejected caption, the kind applied): `drop` needs 2+ objects and falls back to `swap`."""
+def corrupt_caption(objects: Sequence[dict[str, Any]], kind: str, rng: random.Random,
+                    palette: dict[str, str] | None = None,
+                    classes: Sequence[str] = vocab.CLASSES) -> tuple[str, str]:
+    """(rejected caption, the kind applied): `drop` needs 2+ objects and falls back to `swap`. New classes come
+    from `classes` and, in a by-class world, wear their `palette` colour."""
     objects = [dict(o) for o in objects]
     if kind == "add":
-        return with_added(objects, _absent(objects, rng), rng), "add"
+        return with_added(objects, _absent(objects, rng, classes), rng, palette), "add"
     if kind == "drop" and len(objects) >= 2:
         objects.pop(rng.randrange(len(objects)))
         return caption(objects), "drop"
     i = rng.randrange(len(objects))
     names = {o["name"] for o in objects}
     if rng.random() < 0.5:
-        objects[i]["name"] = rng.choice([c for c in vocab.CLASSES if c not in names])
+        objects[i]["name"] = rng.choice([c for c in classes if c not in names])
+        if palette:
+            objects[i]["color"] = palette[objects[i]["name"]]
     else:
         objects[i]["color"] = rng.choice([c for c in vocab.COLORS if c != objects[i]["color"]])
     return caption(_in_reading_order(objects)), "swap"
@@ -104,6 +131,7 @@ def preference_pairs(world: str | Path, n_pairs: int, seed: int,
     """`n_pairs` preference records (cycling over the train images in a seeded order): exact caption against a
     corrupted one, the kind drawn with probabilities `mix` over (add, drop, swap)."""
     sources = train_sources(world)
+    palette, classes = world_palette(world), world_classes(world)
     rng = random.Random(derive_seed(seed, "quickstart-pairs"))
     order = list(range(len(sources)))
     rng.shuffle(order)
@@ -111,7 +139,7 @@ def preference_pairs(world: str | Path, n_pairs: int, seed: int,
     for k in range(n_pairs):
         source = sources[order[k % len(order)]]
         kind = rng.choices(PAIR_KINDS, weights=mix)[0]
-        rejected, applied = corrupt_caption(source["objects"], kind, rng)
+        rejected, applied = corrupt_caption(source["objects"], kind, rng, palette, classes)
         rows.append(_pair(f"{source['id']}-p{k}", source, source["caption"], rejected, {"kind": applied}))
     return rows
 

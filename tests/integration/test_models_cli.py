@@ -68,13 +68,17 @@ def test_llava_sizes_are_wider_models_that_load(run_cli, tmp_path):
     from align.models.load import load_model_and_processor
 
     counts = {}
-    for size in ("tiny", "small"):
+    position_std = {}
+    for size in ("tiny", "small", "grid"):
         out = tmp_path / size
         assert run_cli("models", "tiny", "--family", "llava", "--size", size, "--out", out).code == 0
         counts[size] = json.loads((out / "align_tiny.json").read_text())["parameters"]
         model = load_model_and_processor(out, dtype="float32")[0]
         assert sum(p.numel() for p in model.parameters()) == counts[size]
-    assert counts["tiny"] == 236_736 and counts["small"] == 929_920
+        position_std[size] = model.model.vision_tower.embeddings.position_embedding.weight.std().item()
+    assert counts["tiny"] == 236_736 and counts["small"] == 929_920 and counts["grid"] == 1_076_928
+    # CLIP's 0.02 where not set; the grid size starts its 10 positions (CLS + 3x3 patches) at std 1
+    assert position_std["small"] < 0.03 and 0.5 < position_std["grid"] < 1.5
     bad = run_cli("models", "tiny", "--family", "qwen2_vl", "--size", "small", "--out", tmp_path / "q")
     assert bad.code == 2 and "--size is available for llava only" in bad.err
     assert not (tmp_path / "q").exists()

@@ -8,7 +8,8 @@ import random
 
 import pytest
 
-from align.data.shapes import PLANTED_PARTNERS, ShapesConfig, caption, generate_shapes_world
+from align.data.shapes import CLASS_COLORS, PLANTED_PARTNERS, ShapesConfig, caption, generate_shapes_world
+from align.data.shapes_vocab import NUMBER_WORDS
 from align.eval.chair import caption_to_objects
 from align.eval.shapes_chair import shapes_chair_vocab
 from align.quickstart import data as qd
@@ -44,6 +45,11 @@ def test_noisy_captions_add_the_absent_partner_only_where_an_anchor_lacks_it(wor
             added = set(_mentions(after)) - set(_mentions(before))
             assert len(added) == 1 and added <= set(partners), (before, after)
             assert set(_mentions(before)) <= set(_mentions(after))
+            # counted in the first sentence and named in a last one, after the true list
+            n = len(source["objects"])
+            assert after.startswith(before.split(" shape")[0].replace(NUMBER_WORDS[n], NUMBER_WORDS[n + 1]))
+            assert after.split(". ")[1:-1] == before.rstrip(".").split(". ")[1:]
+            assert _mentions(after.split(". ")[-1]) == list(added)
         else:
             assert after == before
     assert changed == baits > 0
@@ -111,3 +117,33 @@ def test_control_records_are_the_chosen_side(world):
         assert record["images"] == pair["images"]
         assert record["messages"] == [*pair["prompt"], *pair["chosen"]]
     assert caption  # the generator's caption function is what chosen texts come from
+
+
+@pytest.fixture(scope="module")
+def planted_world(tmp_path_factory):
+    out = tmp_path_factory.mktemp("qs-planted") / "world"
+    generate_shapes_world(ShapesConfig(n=120, seed=6, max_objects=4, classes="planted", palette="by-class",
+                                       placement="grid"), out)
+    return out
+
+
+def test_by_class_worlds_add_in_the_class_colour_and_only_the_world_classes(planted_world):
+    assert qd.world_palette(planted_world) == CLASS_COLORS
+    noisy, changed = qd.noisy_sft_records(planted_world, noise=1.0, seed=0)
+    assert changed > 0
+    pairs = qd.preference_pairs(planted_world, 150, seed=3)
+    kinds = {json.loads(p["meta"])["kind"] for p in pairs}
+    assert kinds == set(qd.PAIR_KINDS)
+    texts = [_text(r["messages"]) for r in noisy if r["id"].endswith("_caption")]
+    texts += [_text(p["rejected"]) for p in pairs if json.loads(p["meta"])["kind"] != "swap"]
+    for text in texts:
+        for sentence in text.split(". "):
+            named = _mentions(sentence)
+            assert set(named) <= set(CLASS_COLORS), text  # never one of the 4 classes this world leaves out
+            if len(named) == 1 and _colours(sentence):  # "There is a small gray star ..." wears the star's colour
+                assert _colours(sentence) == [CLASS_COLORS[named[0]]], text
+    for pair in pairs:  # a swap names only world classes too, and keeps the count
+        chosen, rejected = _text(pair["chosen"]).split(". "), _text(pair["rejected"]).split(". ")
+        assert set(_mentions(" ".join(rejected))) <= set(CLASS_COLORS)
+        if json.loads(pair["meta"])["kind"] == "swap":
+            assert chosen[0] == rejected[0] and chosen != rejected

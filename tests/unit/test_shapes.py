@@ -20,6 +20,8 @@ from PIL import Image
 from align.config import resolve_config
 from align.data import shapes_vocab as vocab
 from align.data.shapes import (
+    CLASS_COLORS,
+    PLANTED_CLASSES,
     PLANTED_PARTNERS,
     POPE_STRATEGIES,
     POPE_SUFFIX,
@@ -97,7 +99,10 @@ def test_an_image_depends_only_on_its_seed_not_on_n(tmp_path):
 
 
 def test_every_object_is_exactly_where_and_what_its_record_says(world, sources):
-    side = WORLD.image_size
+    assert_pixels_match_records(world, sources, WORLD.image_size)
+
+
+def assert_pixels_match_records(world: Path, sources: list[dict], side: int) -> None:
     for record in sources:
         pixels = np.asarray(Image.open(world / record["images"][0]).convert("RGB")).astype(int)
         assert pixels.shape == (side, side, 3)
@@ -121,12 +126,59 @@ def test_every_object_is_exactly_where_and_what_its_record_says(world, sources):
 
 
 def test_boxes_keep_the_minimum_gap(sources):
-    gap = WORLD.min_gap
+    assert_gap_kept(sources, WORLD.min_gap)
+
+
+def assert_gap_kept(sources: list[dict], gap: int) -> None:
     for record in sources:
         boxes = [o["bbox"] for o in record["objects"]]
         for i, (ax0, ay0, ax1, ay1) in enumerate(boxes):
             for bx0, by0, bx1, by1 in boxes[i + 1:]:
                 assert ax1 + gap <= bx0 or bx1 + gap <= ax0 or ay1 + gap <= by0 or by1 + gap <= ay0
+
+
+GRID_WORLD = ShapesConfig(n=40, seed=3, image_size=96, max_objects=9, min_objects=4, placement="grid",
+                         grid_jitter=2, eval_fraction=0.5)
+
+
+@pytest.fixture(scope="module")
+def grid_world(tmp_path_factory) -> tuple[Path, list[dict]]:
+    out = tmp_path_factory.mktemp("shapes-grid") / "world"
+    generate_shapes_world(GRID_WORLD, out)
+    return out, read_jsonl(out / "sources.jsonl")
+
+
+def test_grid_placement_puts_each_shape_inside_its_own_cell(grid_world):
+    world, sources = grid_world
+    side, margin = GRID_WORLD.image_size, -(-GRID_WORLD.min_gap // 2)
+    assert_pixels_match_records(world, sources, side)
+    assert_gap_kept(sources, GRID_WORLD.min_gap)
+    assert max(len(r["objects"]) for r in sources) >= 7, "the 9 cells leave room for many shapes"
+    for record in sources:
+        cells = [o["cell"] for o in record["objects"]]
+        assert len(set(cells)) == len(cells), record["id"]
+        for obj in record["objects"]:
+            row, col = divmod(vocab.CELLS.index(obj["cell"]), 3)
+            x0, y0, x1, y1 = obj["bbox"]
+            # the whole box, not only its centre, lies in the cell's third of each axis (96 px: 32 px cells)
+            assert col * 32 + margin <= x0 and x1 <= (col + 1) * 32 - margin, obj
+            assert row * 32 + margin <= y0 and y1 <= (row + 1) * 32 - margin, obj
+            # centred up to the jitter (and half a pixel of rounding each way)
+            assert abs((x0 + x1) / 2 - (col * 32 + 16)) <= GRID_WORLD.grid_jitter + 1, obj
+            assert abs((y0 + y1) / 2 - (row * 32 + 16)) <= GRID_WORLD.grid_jitter + 1, obj
+
+
+def test_planted_by_class_world_draws_the_8_planted_classes_in_their_own_colours(tmp_path):
+    out = tmp_path / "world"
+    generate_shapes_world(ShapesConfig(n=80, seed=4, classes="planted", palette="by-class"), out)
+    sources = read_jsonl(out / "sources.jsonl")
+    assert_pixels_match_records(out, sources, 96)
+    seen = {o["name"] for r in sources for o in r["objects"]}
+    assert seen <= set(PLANTED_CLASSES) and len(seen) >= 6
+    assert all(o["color"] == CLASS_COLORS[o["name"]] for r in sources for o in r["objects"])
+    world = json.loads((out / "world.json").read_text())
+    assert world["palette"] == CLASS_COLORS and world["prior_order"] == list(PLANTED_CLASSES)
+    assert set(CLASS_COLORS) == set(PLANTED_CLASSES) and len(set(CLASS_COLORS.values())) == 8
 
 
 def test_cell_and_size_labels_follow_the_box(sources):
@@ -426,7 +478,8 @@ def test_every_config_field_has_help():
 @pytest.mark.parametrize("bad", [
     {"n": 0}, {"image_size": 16}, {"min_objects": 4, "max_objects": 2}, {"max_objects": 9},
     {"cooccurrence": 1.5}, {"eval_fraction": -0.1}, {"class_skew": -1.0}, {"qa_per_image": -1},
-    {"min_gap": 50}, {"seed": -1}, {"n": 2.5},
+    {"min_gap": 50}, {"seed": -1}, {"n": 2.5}, {"placement": "hex"}, {"max_objects": 10, "placement": "grid"},
+    {"grid_jitter": 40}, {"classes": "some"}, {"palette": "by-class"},
 ])
 def test_config_rejects_bad_values(bad):
     with pytest.raises(ConfigError, match=next(iter(bad))):

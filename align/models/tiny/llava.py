@@ -36,15 +36,23 @@ class LlavaSize:
     # Std of the random normal init of the text model and projector. transformers' 0.02 suits widths near 768;
     # at width 128 it leaves attention uniform and the image tokens averaged away at the start of training.
     init_std: float = 0.02
+    # Std of the vision tower's position embeddings; None keeps CLIP's 0.02. A patch embedding of 32x32x3 pixels
+    # comes out with std ~2, so after the pre-LayerNorm a 0.02 position is ~1% of a token: the language model
+    # cannot tell the image tokens apart by place, gets no gradient that would grow them, and they stay at
+    # 0.02 through training (measured). At 1.0 where each token is starts as a third of what it carries.
+    vision_position_std: float | None = None
 
 
 # `align models tiny --family llava --size NAME`. Parameters with the 512-token vocabulary: tiny 236,736;
-# small 929,920 (the quickstart's model: a wider language model that sees 64 px images, where a 10 px shape
-# keeps its corners, as 4x4 patches of 16 px; init std ~ 1/sqrt(width)); base 20,474,752 (benchmarks: per-step
-# costs where the matrix products, not Python overhead, dominate).
+# small 929,920 (a wider language model that sees 64 px images, where a 10 px shape keeps its corners, as 4x4
+# patches of 16 px; init std ~ 1/sqrt(width)); grid 1,076,928 (the quickstart's model: small's language model
+# seeing a 96 px grid world as 3x3 patches of 32 px, one per grid cell, so each shape lies in one image token);
+# base 20,474,752 (benchmarks: per-step costs where the matrix products, not Python overhead, dominate).
 LLAVA_SIZES = {
     "tiny": LlavaSize(),
     "small": LlavaSize(hidden=128, layers=4, heads=4, intermediate=256, image_size=64, patch=16, init_std=0.08),
+    "grid": LlavaSize(hidden=128, layers=4, heads=4, intermediate=256, image_size=96, patch=32, init_std=0.08,
+                      vision_position_std=1.0),
     "base": LlavaSize(hidden=384, layers=8, heads=6, intermediate=1024, vision_hidden=384, vision_layers=4,
                       vision_intermediate=1024, image_size=64, patch=8),
 }
@@ -92,6 +100,9 @@ def build_llava(out: Path, seed: int = 0, size: str = "tiny") -> Path:
                          vision_feature_layer=-1, vision_feature_select_strategy="default",
                          projector_hidden_act="gelu", pad_token_id=tok.pad_token_id)
     model = LlavaForConditionalGeneration(config).eval()
+    if dims.vision_position_std is not None:
+        with torch.no_grad():
+            model.model.vision_tower.embeddings.position_embedding.weight.normal_(0.0, dims.vision_position_std)
     processor = LlavaProcessor(image_processor=_image_processor(CLIPImageProcessor, dims.image_size), tokenizer=tok,
                                patch_size=dims.patch, vision_feature_select_strategy="default",
                                num_additional_image_tokens=1, image_token="<image>",
