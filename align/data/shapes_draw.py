@@ -144,7 +144,7 @@ def _try_place(rng: random.Random, piece: Piece, taken: list, side: int, gap: in
 
 def layout(rng: random.Random, pieces: list[Piece], config: Any) -> bool:
     """Rejection-sample non-overlapping positions, biggest first; a piece that finds no room is shrunk a size."""
-    if getattr(config, "placement", "free") == "grid":
+    if config.placement == "grid":
         return grid_layout(rng, pieces, config.image_size, config.min_gap, config.grid_jitter)
     side, sizes = config.image_size, list(vocab.SIZES)
     taken: list[tuple[int, int, int, int]] = []

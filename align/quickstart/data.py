@@ -40,14 +40,13 @@ def absent_partners(objects: Sequence[dict[str, Any]]) -> list[str]:
     return sorted({PLANTED_PARTNERS[a] for a in names if a in PLANTED_PARTNERS} - names)
 
 
+def _world_json(world: str | Path) -> dict[str, Any]:
+    return json.loads((Path(world) / "world.json").read_text(encoding="utf-8"))
+
+
 def world_palette(world: str | Path) -> dict[str, str] | None:
     """{class: colour} of a world drawn with `palette="by-class"`, else None."""
-    return json.loads((Path(world) / "world.json").read_text(encoding="utf-8")).get("palette")
-
-
-def world_classes(world: str | Path) -> list[str]:
-    """The classes a world draws (all 12, or the planted 8)."""
-    return json.loads((Path(world) / "world.json").read_text(encoding="utf-8"))["prior_order"]
+    return _world_json(world).get("palette")
 
 
 def _fake_object(name: str, objects: Sequence[dict[str, Any]], rng: random.Random,
@@ -56,13 +55,9 @@ def _fake_object(name: str, objects: Sequence[dict[str, Any]], rng: random.Rando
     colour in a by-class world (else a random one)."""
     taken = {o["cell"] for o in objects}
     cells = [c for c in vocab.CELLS if c not in taken] or list(vocab.CELLS)
-    color = rng.choice(list(vocab.COLORS))
+    color = rng.choice(list(vocab.COLORS))  # drawn either way, so both worlds consume the same random stream
     return {"name": name, "color": palette[name] if palette else color, "size": rng.choice(list(vocab.SIZES)),
             "cell": rng.choice(cells)}
-
-
-def _in_reading_order(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(objects, key=lambda o: vocab.CELLS.index(o["cell"]))
 
 
 def with_added(objects: Sequence[dict[str, Any]], name: str, rng: random.Random,
@@ -123,7 +118,7 @@ def corrupt_caption(objects: Sequence[dict[str, Any]], kind: str, rng: random.Ra
             objects[i]["color"] = palette[objects[i]["name"]]
     else:
         objects[i]["color"] = rng.choice([c for c in vocab.COLORS if c != objects[i]["color"]])
-    return caption(_in_reading_order(objects)), "swap"
+    return caption(objects), "swap"  # a swap keeps every cell, so the reading order holds
 
 
 def preference_pairs(world: str | Path, n_pairs: int, seed: int,
@@ -131,7 +126,8 @@ def preference_pairs(world: str | Path, n_pairs: int, seed: int,
     """`n_pairs` preference records (cycling over the train images in a seeded order): exact caption against a
     corrupted one, the kind drawn with probabilities `mix` over (add, drop, swap)."""
     sources = train_sources(world)
-    palette, classes = world_palette(world), world_classes(world)
+    info = _world_json(world)
+    palette, classes = info.get("palette"), info["prior_order"]  # prior_order: the classes the world draws
     rng = random.Random(derive_seed(seed, "quickstart-pairs"))
     order = list(range(len(sources)))
     rng.shuffle(order)
