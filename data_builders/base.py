@@ -89,9 +89,10 @@ class Builder:
             self._generator = Generator(c.model, adapter=c.adapter, dtype=c.dtype, batch_size=c.batch_size)
         return self._generator
 
-    def prepare(self, records: Sequence[dict]) -> None:
+    def prepare(self, records: Sequence[dict], input_info: dict | None = None) -> None:
         """Corpus-level statistics (object frequencies, co-occurrence) from ALL source rows, before any chunk is
-        built, so every chunk sees the same tables whether or not the run resumed."""
+        built, so every chunk sees the same tables whether or not the run resumed. `input_info` is the
+        `dataset.json` of the input's folder (None without one): what the input says it is."""
 
     def build(self, sources: Sequence[Source], chunk_seed: int) -> list[Built]:
         """One `Built` per source, in order. Rule-based builders override `build_one`; model-based ones this."""
@@ -184,7 +185,7 @@ def _write_chunk(path: Path, payload: dict) -> None:
 
 def run_build(builder: Builder, command: str | None = None, progress: bool = True) -> BuildSummary:
     """Build every chunk this rank owns, then (rank 0) assemble and write the output folder."""
-    from align.data.io import read_records, write_records
+    from align.data.io import input_dataset_info, read_records, write_records
     from align.data.schema import validate_records
 
     config = builder.config
@@ -201,7 +202,7 @@ def run_build(builder: Builder, command: str | None = None, progress: bool = Tru
     _check_required(builder, rows, origins)
     if builder.needs_model:
         builder.generator  # noqa: B018  (fail on a bad --model before any work)
-    builder.prepare(rows)
+    builder.prepare(rows, input_dataset_info(config.input))
 
     rank, world = _world()
     work = _work_dir(out)

@@ -21,8 +21,10 @@ class BuildConfig:
         default=256, metadata={"help": "Source rows per work chunk (the unit of resume and of sharding over ranks)."}
     )
     images: str = field(
-        default="copy", metadata={"help": "Output images: copy (into the dataset), embed (bytes) or keep (paths)."}
-    )
+        default="embed",
+        metadata={"help": "Output images: embed (bytes in the shards, which `datasets.load_dataset` decodes "
+                          "anywhere), copy (an images/ folder; smaller when many pairs share an image, but only "
+                          "align resolves its relative paths) or keep (paths unchanged)."})
     # Model-based builders (generation).
     model: str | None = field(default=None, metadata={"help": "Local VLM that generates responses."})
     adapter: str | None = field(default=None, metadata={"help": "PEFT adapter applied to --model."})

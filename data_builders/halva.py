@@ -33,6 +33,10 @@ class HalvaConfig(TextBuildConfig):
         super().__post_init__()
         if self.subset not in SUBSETS:
             raise ConfigError(f"subset must be one of {', '.join(SUBSETS)}, got '{self.subset}'")
+        from data_builders.corrupt.text import OBJECT_STRATEGIES
+
+        if self.strategy is not None and self.strategy not in OBJECT_STRATEGIES:
+            raise ConfigError(f"strategy must be one of {', '.join(OBJECT_STRATEGIES)}, got '{self.strategy}'")
 
 
 class HalvaBuilder(TextBuilder):

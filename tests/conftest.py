@@ -101,7 +101,7 @@ def pairs(shapes_world, tmp_path_factory):
     out = tmp_path_factory.mktemp("dpo-pairs") / "pairs"
     try:
         main(["build-pairs", "halva", "--input", str(shapes_world / "sources.jsonl"), "--out", str(out),
-              "vocabulary=shapes"])
+              "vocabulary=shapes", "images=copy"])  # JSONL copies below need image paths, not bytes
     except SystemExit as exc:
         assert exc.code in (0, None)
     rows = [dict(r) for r in read_records(out)]

@@ -28,6 +28,7 @@ from align.data.storage import (
     read_jsonl,
     read_parquet,
     read_saved_dataset,
+    stored_row,
     write_parquet,
 )
 from align.errors import DataError, lookup
@@ -131,6 +132,13 @@ def read_dataset_json(folder: str | Path) -> dict[str, Any] | None:
     return info
 
 
+def input_dataset_info(path: str | Path) -> dict[str, Any] | None:
+    """The `dataset.json` of a dataset folder, or of the folder holding a data file (a shapes world's
+    `sources.jsonl` sits beside the world's `dataset.json`); None when there is none."""
+    path = Path(path)
+    return read_dataset_json(path if path.is_dir() else path.parent)
+
+
 def write_jsonl(path: str | Path, rows: Any) -> int:
     """Write rows (dicts) as JSON Lines through a temporary file; returns the row count."""
     path = Path(path)
@@ -213,6 +221,10 @@ def read_records(path: str | Path, image_root: str | Path | None = None) -> Reco
         return Records(rows, path=path, base_dir=path.parent, image_root=image_root,
                        origins=[(path, n) for n in numbers])
     info = read_dataset_json(path)
+    if (info or {}).get("kind") == "shapes":
+        raise DataError(path, f"is a shapes world, not one dataset: pass one of its files, e.g. "
+                        f"{path / 'sources.jsonl'} to build pairs, {path / 'sft.jsonl'} to fine-tune, "
+                        f"{path / 'pope_all.jsonl'} to evaluate")
     common = {"path": path, "base_dir": path, "image_root": image_root, "info": info}
     if (path / "state.json").is_file() or (path / "dataset_dict.json").is_file():
         rows = read_saved_dataset(path)
@@ -353,6 +365,7 @@ def write_records(
                     if record.get(column) is not None:
                         at = {"path": file, "row": row, "field": column}
                         record[column] = [placer.place(v, at) for v in record[column]]
+        records = [stored_row(r) for r in records]
         plan = plan_columns(records, set(columns), first=list(KINDS[kind]))
         n_shards = max(1, math.ceil(len(records) / shard_size))
         files = {}

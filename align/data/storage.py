@@ -1,19 +1,25 @@
 """Records <-> Arrow tables: how rows are stored in parquet shards, and read back from Arrow-based files.
 
-Storage rules for the parquet shards `write_records` makes (the parquet schema metadata key `align` lists
-the columns each rule applies to, so readers undo it exactly):
-- JSON columns: every column holding lists or mappings (prompt, chosen, rejected, messages, spans, objects, a
-  mapping `meta`, ...) and every column whose values mix types is stored as one JSON text per cell. Messages mix
-  string and list content and their items have different keys; Arrow structs would add null keys and refuse
-  the mix, JSON keeps every record exactly as it was written.
-- Image columns (`images`, `corrupted_images`): `list<struct<bytes: binary, path: string>>`, the storage of the
-  `datasets` Image feature, so embedded bytes stay binary; a path is `{"path": p}`, raw bytes `{"bytes": b}`
-  and, only in a column holding videos, a video is `{"frames": [...]}`.
+Storage rules for the parquet shards `write_records` makes. Columns are native Arrow types, so that
+`datasets.load_dataset("parquet", data_files=...)` gives rows TRL reads as conversations, unchanged:
+- Message columns (prompt, chosen, rejected, messages): lists of `{role, content}` structs whose content is a list
+  of `{type, text}` parts (plus any other keys the parts carry). A message written with plain string content is
+  stored as one text part, the form TRL's vision trainers use; readers of the contract accept both.
+- Other nested columns (spans as lists of integer pairs, objects, a mapping `meta`, ...) are Arrow lists and
+  structs; structs unify their rows' keys, filling absent ones with null.
+- Image columns (`images`, `corrupted_images`): `list<struct<bytes: binary, path: string>>`, declared as the
+  `datasets` Image feature in the schema's `huggingface` metadata, so `load_dataset` decodes them to PIL images;
+  a path is `{"path": p}`, raw bytes `{"bytes": b}` and, only in a column holding videos, a video is
+  `{"frames": [...]}` (no Image feature then).
 - Scalars (id, scores, method, ...) are plain Arrow columns.
-- Null cells are absent columns: the contract treats null and absent the same, so readers drop them.
+- A column Arrow cannot type (values that mix strings and numbers, say) is stored as one JSON text per cell and
+  listed under `json_columns` in the schema metadata key `align`, so readers undo it exactly. Shards written by
+  align before version 0.2 stored every nested column that way; they read back the same.
+- Null cells are absent columns and null struct fields absent keys: the contract treats null and absent the same,
+  so readers drop them.
 
 Arrow files written by others (`datasets.save_to_disk`, a TRL parquet) store messages as nested structs that
-fill absent keys with null; readers drop those null keys inside message columns too.
+fill absent keys with null; readers drop those null keys too.
 """
 
 from __future__ import annotations
@@ -28,30 +34,53 @@ from align.data.images import is_video
 from align.errors import DataError
 
 METADATA_KEY = b"align"
+HF_METADATA_KEY = b"huggingface"
 MESSAGE_COLUMNS = ("prompt", "chosen", "rejected", "messages")
 
 
 def plan_columns(rows: list[Mapping], image_columns: set[str], first: list[str]) -> dict[str, Any]:
-    """Column order and storage for a whole dataset, decided once so that every shard has the same schema."""
+    """Column order and storage for a whole dataset, decided once so that every shard has the same schema.
+
+    `rows` must already be in stored form (`stored_row`). A column whose values Arrow cannot type together goes
+    to `json_columns`; every other column gets the Arrow type inferred over all rows, in `types`."""
+    import pyarrow as pa
+
     order = [c for c in first if any(c in r for r in rows)]
     for row in rows:
         order += [c for c in row if c not in order]
-    json_columns, video_columns = [], []
+    json_columns, video_columns, types = [], [], {}
     for column in order:
-        values = [r.get(column) for r in rows if r.get(column) is not None]
+        values = [r.get(column) for r in rows]
         if column in image_columns:
-            if any(is_video(img) for v in values for img in v):
+            if any(is_video(img) for v in values if v is not None for img in v):
                 video_columns.append(column)
             continue
-        kinds = {"number" if _is_number(v) else type(v).__name__ for v in values}
-        if len(kinds) > 1 or kinds & {"list", "tuple", "dict"} or any(isinstance(v, Mapping) for v in values):
+        try:
+            types[column] = pa.array(values).type
+        except (pa.ArrowException, TypeError, ValueError, OverflowError):
             json_columns.append(column)
     return {
         "columns": order,
         "json_columns": json_columns,
         "image_columns": [c for c in order if c in image_columns],
         "video_columns": video_columns,
+        "types": types,
     }
+
+
+def stored_row(row: Mapping) -> dict:
+    """A record as the shards store it: message content as a list of parts."""
+    out = dict(row)
+    for column in MESSAGE_COLUMNS:
+        if isinstance(out.get(column), list):
+            out[column] = [_parts_message(m) for m in out[column]]
+    return out
+
+
+def _parts_message(message: Any) -> Any:
+    if isinstance(message, Mapping) and isinstance(message.get("content"), str):
+        return {**message, "content": [{"type": "text", "text": message["content"]}]}
+    return message
 
 
 def _is_number(value: Any) -> bool:
@@ -91,7 +120,8 @@ def _decode_image(cell: Mapping) -> Any:
 
 
 def encode_table(rows: list[Mapping], plan: Mapping[str, Any]):
-    """A pyarrow Table of `rows`, stored as `plan` says, with the plan in the schema metadata."""
+    """A pyarrow Table of `rows` (in stored form), stored as `plan` says, with the plan in the schema metadata
+    and the `datasets` features (Image for image columns) under `huggingface`."""
     import pyarrow as pa
 
     arrays, names = [], []
@@ -105,12 +135,25 @@ def encode_table(rows: list[Mapping], plan: Mapping[str, Any]):
             cells = [None if v is None else json.dumps(v, ensure_ascii=False) for v in values]
             arrays.append(pa.array(cells, type=pa.string()))
         else:
-            arrays.append(pa.array(values))
+            arrays.append(pa.array(values, type=plan["types"][column]))
         names.append(column)
+    table = pa.Table.from_arrays(arrays, names=names)
     meta = {k: plan[k] for k in ("json_columns", "image_columns")}
-    return pa.Table.from_arrays(arrays, names=names).replace_schema_metadata(
-        {METADATA_KEY: json.dumps(meta).encode()}
-    )
+    return table.replace_schema_metadata({
+        METADATA_KEY: json.dumps(meta).encode(),
+        HF_METADATA_KEY: _datasets_features(table.schema, plan),
+    })
+
+
+def _datasets_features(schema, plan: Mapping[str, Any]) -> bytes:
+    """The schema's `datasets` features, image columns declared as lists of the Image feature."""
+    import datasets
+
+    features = datasets.Features.from_arrow_schema(schema)
+    for column in plan["image_columns"]:
+        if column not in plan["video_columns"]:
+            features[column] = datasets.List(datasets.Image())
+    return features.arrow_schema.metadata[HF_METADATA_KEY]
 
 
 def _drop_null_keys(value: Any) -> Any:
@@ -122,7 +165,8 @@ def _drop_null_keys(value: Any) -> Any:
 
 
 def decode_table(table, path: object) -> list[dict]:
-    """Rows of a table: undo our storage rules when the metadata says they apply; drop null cells."""
+    """Rows of a table: undo our storage rules when the metadata says they apply; drop null cells and null keys
+    of nested values."""
     raw = (table.schema.metadata or {}).get(METADATA_KEY)
     meta = json.loads(raw) if raw else None
     rows = table.to_pylist()
@@ -137,10 +181,10 @@ def decode_table(table, path: object) -> list[dict]:
             for column in meta["image_columns"]:
                 if row.get(column) is not None:
                     row[column] = [_decode_image(cell) for cell in row[column]]
-        else:
-            for column in MESSAGE_COLUMNS:
-                if isinstance(row.get(column), list):
-                    row[column] = _drop_null_keys(row[column])
+        skip = set(meta["json_columns"] + meta["image_columns"]) if meta is not None else set()
+        for column, value in row.items():
+            if column not in skip and isinstance(value, (list, dict)):
+                row[column] = _drop_null_keys(value)
         rows[i] = {k: v for k, v in row.items() if v is not None}
     return rows
 

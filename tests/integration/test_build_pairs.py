@@ -198,3 +198,36 @@ def test_unknown_method_and_bad_model(shapes_world, run_cli, tmp_path):
     result = run_cli("build-pairs", "stic", "--input", shapes_world / "sources.jsonl", "--out", tmp_path / "o")
     assert result.code == 2 and "pass --model" in result.err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("method", ["halva", "povid"])
+def test_a_shapes_world_brings_its_own_vocabulary(method, shapes_world, run_cli, tmp_path):
+    """The plainest invocation: no vocabulary given, the world's dataset.json says it is a shapes world."""
+    rows = _build(run_cli, method, shapes_world, tmp_path / "out")
+    info = json.loads((tmp_path / "out" / "dataset.json").read_text())
+    assert info["settings"]["vocabulary"] == "shapes"
+    assert len(rows) >= 10
+    for row in rows:
+        _check_spans(row)
+
+
+def test_objects_unknown_to_the_vocabulary_name_the_vocabularies_that_fit(shapes_world, run_cli, tmp_path):
+    result = run_cli("build-pairs", "halva", "--input", shapes_world / "sources.jsonl", "--out", tmp_path / "out",
+                     "vocabulary=coco")
+    assert result.code == 2, result
+    message = result.err.strip()
+    assert len(message.splitlines()) == 1 and "Traceback" not in message
+    assert "is a class of vocabulary 'coco'" in message and "pass vocabulary=shapes" in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_shapes_world_folder_as_input_names_its_files(shapes_world, run_cli, tmp_path):
+    result = run_cli("build-pairs", "halva", "--input", shapes_world, "--out", tmp_path / "out")
+    assert result.code == 2, result
+    assert "is a shapes world" in result.err and "sources.jsonl" in result.err
+
+
+def test_an_unknown_strategy_is_a_config_error(shapes_world, run_cli, tmp_path):
+    result = run_cli("build-pairs", "halva", "--input", shapes_world / "sources.jsonl", "--out", tmp_path / "out",
+                     "strategy=bogus")
+    assert result.code == 2 and "strategy must be one of" in result.err, result

@@ -24,6 +24,7 @@ from align.data.schema import (
     validate_record,
     validate_records,
 )
+from align.data.storage import stored_row
 from align.errors import DataError
 
 
@@ -307,12 +308,17 @@ def test_round_trip_shard_folder_and_single_parquet(ds, records, tmp_path):
     assert names == ["data-00000-of-00003.parquet", "data-00001-of-00003.parquet",
                      "data-00002-of-00003.parquet", "dataset.json"]
     back = dio.read_records(out, image_root=ds.dir)
-    assert back == records
+    stored = [stored_row(r) for r in records]
+    assert back == stored
+    # The one change: string content comes back as one text part, the form TRL's vision trainers use.
+    assert back[1]["prompt"][0] == {"role": "system", "content": [{"type": "text", "text": "Be brief."}]}
+    assert back[0]["chosen"] == [{"role": "assistant", "content": [{"type": "text", "text": "A red square on grey."}]}]
     assert back.origins[2] == (out / "data-00001-of-00003.parquet", 1)
-    assert dio.read_records(out / "data-00001-of-00003.parquet") == records[2:4]
+    assert dio.read_records(out / "data-00001-of-00003.parquet") == stored[2:4]
     info = json.loads((out / "dataset.json").read_text())
     assert (info["kind"], info["method"], info["counts"]["rows"], info["settings"]) == ("preference", "test", 5, {"k": 1})
-    assert "prompt" in info["storage"]["json_columns"]
+    # meta mixes JSON text and a mapping: the one column Arrow cannot type; messages and spans are native.
+    assert info["storage"]["json_columns"] == ["meta"]
 
 
 def test_copy_mode_copies_images_once(ds, records, tmp_path):
@@ -321,7 +327,7 @@ def test_copy_mode_copies_images_once(ds, records, tmp_path):
     on_disk = sorted(p.name for p in (out / "images").iterdir())
     referenced = sorted({Path(v).name for r in back for c in ("images", "corrupted_images") for v in r.get(c, [])})
     assert on_disk == referenced and len(on_disk) == 3  # a, b, c: an image shared by rows is stored once
-    strip = [{k: v for k, v in r.items() if k not in ("images", "corrupted_images")} for r in records]
+    strip = [{k: v for k, v in stored_row(r).items() if k not in ("images", "corrupted_images")} for r in records]
     assert [{k: v for k, v in r.items() if k not in ("images", "corrupted_images")} for r in back] == strip
     for original, copied in zip(records, back, strict=True):
         assert copied["images"][0].startswith("images/")
@@ -333,7 +339,7 @@ def test_images_as_bytes_embed_and_copy(tmp_path):
     rows[1]["images"] = [{"bytes": png_bytes("blue"), "path": "blue.png"}]
     out = dio.write_records(tmp_path / "emb", rows, "preference", images="embed")
     assert not (out / "images").exists()
-    assert dio.load_records(out) == rows
+    assert dio.load_records(out) == [stored_row(r) for r in rows]
     out = dio.write_records(tmp_path / "cp", rows, "preference", images="copy")
     back = dio.load_records(out)
     assert all(r["images"][0].startswith("images/") and r["images"][0].endswith(".png") for r in back)
@@ -343,7 +349,7 @@ def test_video_round_trip(tmp_path):
     row = {"id": "v", "images": [[png_bytes("red"), png_bytes("blue")]],
            "messages": [{"role": "user", "content": [{"type": "video"}]}, {"role": "assistant", "content": "Red."}]}
     out = dio.write_records(tmp_path / "v", [row], "sft", images="embed")
-    assert dio.load_records(out) == [row]
+    assert dio.load_records(out) == [stored_row(row)]
 
 
 def test_round_trip_external_parquet_and_datasets_folder(tmp_path):
