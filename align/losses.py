@@ -387,21 +387,46 @@ def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: st
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of `values` over the positions where `mask` is 1 (0 when none are)."""
+    """Mean of `values` over the positions where `mask` is 1 (0 when none are).
+
+    align's PPO losses and logs average over response tokens only. LLaVA-RLHF's code takes plain means over its
+    right-padded response block, padding included, so its per-token means shrink with the padding of a batch;
+    that figure depends on how a batch happened to be padded, so align does not offer it."""
     mask = mask.to(values.dtype)
     return (values * mask).sum() / mask.sum().clamp(min=1)
 
 
+def shaped_rewards(kl: torch.Tensor, score: torch.Tensor, mask: torch.Tensor, kl_coef: float,
+                   scale: float = 1.0) -> torch.Tensor:
+    """Per-token PPO rewards [B, T]: -kl_coef * kl on every response token, plus each row's terminal `score` [B]
+    at its last response token, all times `scale`.
+
+    `mask` [B, T] is 1 on the response tokens (one block per row). The scale multiplies the whole shaped reward,
+    KL penalty included, as LLaVA-RLHF's `_estimate_advantage` multiplies it by 10 when rewards are not
+    whitened; scaling the score alone would make the KL penalty `scale` times weaker relative to it."""
+    mask = mask.to(kl.dtype)
+    rewards = -kl_coef * kl * mask
+    last = mask.shape[1] - 1 - mask.flip(1).argmax(dim=1)  # [B] each response's last token
+    rewards[torch.arange(rewards.shape[0], device=rewards.device), last] += score.to(rewards.dtype)
+    return rewards * scale
+
+
 def whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True,
-           moments: tuple[torch.Tensor, torch.Tensor] | None = None, eps: float = 1e-8) -> torch.Tensor:
-    """(values - mean) / std over the masked positions (std with Bessel's correction); with shift_mean=False the
-    mean is added back (LLaVA-RLHF whitens rewards that way). `moments` = (mean, var) computed elsewhere, e.g.
-    over every rank's rollouts. Masked-out positions come back 0."""
+           moments: tuple[torch.Tensor, torch.Tensor] | None = None, eps: float = 1e-8,
+           unbiased: bool = True) -> torch.Tensor:
+    """(values - mean) / std over the masked positions; with shift_mean=False the mean is added back (LLaVA-RLHF
+    whitens rewards that way). `moments` = (mean, var) computed elsewhere, e.g. over every rank's rollouts.
+    Masked-out positions come back 0.
+
+    The variance is the sample one (Bessel's correction, N - 1) by default; unbiased=False gives the population
+    one (N) that LLaVA-RLHF's `whiten` uses. The two differ by a factor sqrt(N / (N - 1)), which matters only
+    for tiny rollouts (N is every response token of a rollout)."""
     mask = mask.to(values.dtype)
     if moments is None:
         mean = masked_mean(values, mask)
         count = mask.sum()
-        var = (((values - mean) ** 2) * mask).sum() / (count - 1).clamp(min=1)
+        denominator = (count - 1).clamp(min=1) if unbiased else count.clamp(min=1)
+        var = (((values - mean) ** 2) * mask).sum() / denominator
     else:
         mean, var = moments
     out = (values - mean) * torch.rsqrt(var + eps)

@@ -191,7 +191,8 @@ def test_ppo_config_refuses_settings_that_cannot_run(values, message):
 def test_terminal_score_adds_llava_rlhf_terms_by_hand():
     """Two responses, truth No for both (caption_type 6): "No." (2 tokens, EOS) and "Yes, a cat" (4 tokens, no EOS).
     reward func [1, 0.5] x weight 2 = task [2, 1]; length -10 x [2, 4] / 8 = [-2.5, -5]; correctness 2 x [0.5, -0.5]
-    = [1, -1]; no-EOS penalty -8 x [0, 1]; all x reward_scale 10 -> [(2 - 2.5 + 1) x 10, (1 - 5 - 1 - 8) x 10]."""
+    = [1, -1]; no-EOS penalty -8 x [0, 1] -> [2 - 2.5 + 1, 1 - 5 - 1 - 8]. reward_scale 10 is not applied here: it
+    multiplies the shaped reward, KL penalty included (test_shaped_rewards_scale_the_kl_penalty_too_as_llava_rlhf)."""
     from types import SimpleNamespace
 
     from align.train.ppo.trainer import AlignPPOTrainer
@@ -204,6 +205,6 @@ def test_terminal_score_adds_llava_rlhf_terms_by_hand():
     examples = [SimpleNamespace(messages=[]), SimpleNamespace(messages=[])]
     score, parts = AlignPPOTrainer._terminal_score(fake, [0, 1], examples, ["No.", "Yes, a cat"],
                                                    torch.tensor([2, 4]), torch.tensor([True, False]))
-    assert score.tolist() == [5.0, -130.0]
+    assert score.tolist() == [0.5, -13.0]
     assert parts["rewards/task"].tolist() == [2.0, 1.0] and parts["rewards/f"].tolist() == [1.0, 0.5]
     assert parts["rewards/correct_bonus"].tolist() == [0.5, -0.5]

@@ -10,7 +10,15 @@ import math
 import pytest
 import torch
 
-from align.losses import gae, kl_penalty, pairwise_reward_loss, ppo_policy_loss, ppo_value_loss, whiten
+from align.losses import (
+    gae,
+    kl_penalty,
+    pairwise_reward_loss,
+    ppo_policy_loss,
+    ppo_value_loss,
+    shaped_rewards,
+    whiten,
+)
 
 LN3 = math.log(3)
 
@@ -66,6 +74,33 @@ def test_whiten_uses_only_masked_positions():
     close(whiten(values, mask, eps=0.0), [[-1.0, 0.0, 1.0, 0.0]])
     close(whiten(values, mask, shift_mean=False, eps=0.0), [[1.0, 2.0, 3.0, 0.0]])
     close(whiten(values, mask, moments=(t(0.0), t(4.0)), eps=0.0), [[0.5, 1.0, 1.5, 0.0]])
+
+
+def test_whiten_population_variance_as_llava_rlhf():
+    """(1, 2, 3): mean 2, population var (1 + 0 + 1) / 3 = 2/3, so the whitened values are (-1, 0, 1) / sqrt(2/3)."""
+    values, mask = t([1.0, 2.0, 3.0, 100.0]), t([1.0, 1.0, 1.0, 0.0])
+    s = math.sqrt(1.5)
+    close(whiten(values, mask, eps=0.0, unbiased=False), [[-s, 0.0, s, 0.0]])
+
+
+def test_shaped_rewards_scale_the_kl_penalty_too_as_llava_rlhf():
+    """One 2-token response: policy log-probs (0, 0), reference (-0.5, -0.2) -> k1 KL (0.5, 0.2); kl_coef 0.1,
+    score 1, scale 10: rewards 10 x (-0.05, -0.02 + 1) = (-0.5, 9.8). With values 0 and gamma = lambda = 1 the
+    returns are the rewards to go: (9.3, 9.8), LLaVA-RLHF's numbers (scaling only the score gave 9.93, 9.98)."""
+    kl = kl_penalty(t([0.0, 0.0]), t([-0.5, -0.2]), "k1")
+    mask = t([1.0, 1.0])
+    rewards = shaped_rewards(kl, t(1.0), mask, kl_coef=0.1, scale=10.0)
+    close(rewards, [[-0.5, 9.8]])
+    _, returns = gae(rewards, torch.zeros_like(rewards), mask, 1.0, 1.0)
+    close(returns, [[9.3, 9.8]])
+
+
+def test_shaped_rewards_put_the_score_on_each_rows_last_response_token():
+    """Row 1's response is columns 1-2 (prompt before, padding after), row 2's column 0-1; KL 1 everywhere, also
+    outside the responses, where it must not count. kl_coef 0.5, scores (2, 3), scale 1."""
+    kl = t([1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0])
+    mask = t([0.0, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0])
+    close(shaped_rewards(kl, t(2.0, 3.0), mask, kl_coef=0.5), [[0.0, -0.5, 1.5, 0.0], [-0.5, 2.5, 0.0, 0.0]])
 
 
 def test_gae_gamma_lambda_one_is_reward_to_go_minus_value():

@@ -60,8 +60,12 @@ class AlignPPOConfig(RunFields, TrainingArguments):
     lam: float = field(default=1.0, metadata={"help": "GAE lambda."})
     whiten_rewards: bool = field(default=False, metadata={"help": "Whiten the shaped rewards (mean kept)."})
     reward_scale: float = field(
-        default=1.0, metadata={"help": "Multiplies the terminal score before shaping (LLaVA-RLHF's code scales it "
-                                       "by 10 when rewards are not whitened)."})
+        default=1.0, metadata={"help": "Multiplies the shaped per-token reward (terminal score and KL penalty "
+                                       "alike) before GAE, as LLaVA-RLHF's code multiplies it by 10 when rewards "
+                                       "are not whitened."})
+    whiten_unbiased: bool = field(
+        default=True, metadata={"help": "Whitening divides by the sample standard deviation (N - 1); false: the "
+                                        "population one (N), as LLaVA-RLHF's whiten."})
     whiten_advantages: bool = field(default=True, metadata={"help": "Whiten the advantages of each rollout."})
     length_bonus_score: float = field(
         default=0.0, metadata={"help": "Adds length_bonus_score x response tokens / length budget (LLaVA-RLHF: "

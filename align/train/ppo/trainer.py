@@ -22,7 +22,7 @@ from torch import nn
 from transformers import GenerationConfig, Trainer
 
 from align.errors import ConfigError
-from align.losses import gae, kl_penalty, masked_mean, ppo_policy_loss, ppo_value_loss, whiten
+from align.losses import gae, kl_penalty, masked_mean, ppo_policy_loss, ppo_value_loss, shaped_rewards, whiten
 from align.train.ppo.rewards import call_reward_func, check_finite, correctness_bonus
 from align.train.ppo.rollout import response_mask, split_rows, stack_rows, training_sequences
 
@@ -184,9 +184,7 @@ class AlignPPOTrainer(Trainer):
         lengths = completion_mask.sum(dim=1)  # [B] response tokens, EOS included
         score, parts = self._terminal_score(rows, examples, texts, lengths, has_eos)  # [B]
         kl = kl_penalty(logprobs, ref_logprobs, args.kl_estimator) * action_mask  # [B, L-1]
-        rewards = -args.kl_coef * kl
-        last = action_mask.shape[1] - 1 - action_mask.flip(1).argmax(dim=1)  # [B] each response's last token
-        rewards[torch.arange(len(rows), device=device), last] += score
+        rewards = shaped_rewards(kl, score, action_mask, args.kl_coef, args.reward_scale)  # [B, L-1]
         if args.whiten_rewards:
             rewards = whiten(rewards, action_mask, shift_mean=False, moments=self._global_moments(rewards, action_mask))
         advantages, returns = gae(rewards, values, action_mask, args.gamma, args.lam)
@@ -273,7 +271,7 @@ class AlignPPOTrainer(Trainer):
             score = score + args.correct_bonus_score * bonus
         if args.penalty_reward_value:
             score = score + args.penalty_reward_value * (~has_eos).float()
-        return score * args.reward_scale, parts
+        return score, parts
 
     def _reward_model_scores(self, rows, examples, texts) -> torch.Tensor:
         from align.data.collate import Example
@@ -296,12 +294,15 @@ class AlignPPOTrainer(Trainer):
         return torch.cat(out)
 
     def _global_moments(self, values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean, unbiased variance) over the masked entries of every rank's rollout."""
+        """(mean, variance) over the masked entries of every rank's rollout; the variance is the sample one unless
+        `whiten_unbiased` is off (then the population one, as LLaVA-RLHF)."""
         mask = mask.to(values.dtype)
         stats = torch.stack([(values * mask).sum(), (values * values * mask).sum(), mask.sum()])
         total, square, count = self.accelerator.reduce(stats, reduction="sum")
         mean = total / count.clamp(min=1)
-        var = (square / count.clamp(min=1) - mean * mean) * count / (count - 1).clamp(min=1)
+        var = square / count.clamp(min=1) - mean * mean
+        if self.args.whiten_unbiased:
+            var = var * count / (count - 1).clamp(min=1)
         return mean, var.clamp(min=0)
 
     def _minibatches(self, batch: dict, images_per_row: list[int]) -> list[dict]:
