@@ -16,8 +16,12 @@ Generative metrics need AMBER's `relation.json` (option relation=PATH): its keys
 the object vocabulary, and the words a key maps to count as that object. The safe words (never penalised)
 default to AMBER's nine from `data/safe_words.txt`; safe_words=PATH reads another list, one word per line.
 
-All figures are percentages. Options (key=value): kind, relation, safe_words, normalize, lowercase, smoothing
-(see `DEFAULTS` and `evaluate`).
+Which object a noun counts for follows the official script by default: the related words of every truth object
+are checked before the objects' own names (match_order=official); match_order=direct checks the names first,
+the reading align used before 0.2, which gives a higher Cover when a response names two linked objects.
+
+All figures are percentages. Options (key=value): kind, relation, safe_words, normalize, lowercase, smoothing,
+match_order (see `DEFAULTS` and `evaluate`).
 """
 
 from __future__ import annotations
@@ -83,6 +87,7 @@ DEFAULTS: dict[str, Any] = {
     "normalize": True,  # map a response whose first word is yes/no (any case) to "Yes"/"No" before scoring
     "lowercase": False,  # lower-case descriptions before matching nouns (the reference matches case-sensitively)
     "smoothing": 0.0,  # added to every denominator; 0.001 reproduces the official counters' starting values
+    "match_order": "official",  # official: related words before names (AMBER's inference.py); direct: names first
 }
 
 
@@ -215,34 +220,44 @@ class ResponseScore:
     mentioned: int
 
 
-def _match(noun: str, objects: Sequence[str], relation: Mapping[str, Sequence[str]]) -> int | None:
-    """Index of the object `noun` names: a direct match first, else the first object whose related words hold it
-    (so "ground" marks the truth object "ground" itself rather than "grass", which lists it)."""
-    for index, name in enumerate(objects):
-        if noun == name:
-            return index
-    for index, name in enumerate(objects):
-        if noun in relation.get(name, ()):
-            return index
-    return None
+MATCH_ORDERS = ("official", "direct")
+
+
+def _match(noun: str, objects: Sequence[str], relation: Mapping[str, Sequence[str]],
+           match_order: str = "official") -> int | None:
+    """Index of the object `noun` is counted for, or None.
+
+    official (AMBER's `inference.py`): the related words of every object are checked before the objects' own
+    names, in the list's order, so with truth [grass, ground] and relation grass -> [ground, ...], "ground"
+    covers grass, and "ground" itself stays uncovered. direct: a noun that is an object's own name counts for
+    that object first, then the related words (both grass and ground covered). Over 200 links of relation.json
+    (person/man/woman, tree/forest, grass/ground) make `direct` score Cover higher than the official script."""
+    related = [index for index, name in enumerate(objects) if noun in relation.get(name, ())]
+    direct = [index for index, name in enumerate(objects) if noun == name]
+    first, then = (related, direct) if match_order == "official" else (direct, related)
+    return (first or then or [None])[0]
 
 
 def score_response(nouns: Sequence[str], truth: Sequence[str], hallu: Sequence[str],
-                   relation: Mapping[str, Sequence[str]], safe_words: Iterable[str] = SAFE_WORDS) -> ResponseScore:
+                   relation: Mapping[str, Sequence[str]], safe_words: Iterable[str] = SAFE_WORDS,
+                   match_order: str = "official") -> ResponseScore:
     """AMBER's per-noun rule, exact matches only: a safe word is skipped (never hallucinated, but still a noun of
     the CHAIR denominator); a noun naming a truth object covers it and is correct; any other noun is hallucinated,
-    and if it names a hallu-list object that object counts as mentioned (Cog)."""
+    and if it names a hallu-list object that object counts as mentioned (Cog). Which object a noun names follows
+    `match_order` (see `_match`)."""
+    if match_order not in MATCH_ORDERS:
+        raise ConfigError(f"amber option match_order must be one of {', '.join(MATCH_ORDERS)}, got {match_order!r}")
     safe = frozenset(safe_words)
     covered, mentioned = set(), set()
     hallucinated = 0
     for noun in nouns:
         if noun in safe:
             continue
-        index = _match(noun, truth, relation)
+        index = _match(noun, truth, relation, match_order)
         if index is not None:
             covered.add(index)
             continue
-        index = _match(noun, hallu, relation)
+        index = _match(noun, hallu, relation, match_order)
         if index is not None:
             mentioned.add(index)
         hallucinated += 1
@@ -325,7 +340,7 @@ def evaluate(answers: str | Path, questions: str | Path | None = None, **options
             hallu = _word_list(questions_path, numbers[id(row)], key, row, "hallu")
             text = answer_text(answers_path, answer_numbers[id(answer)], answer)
             scores.append(score_response(extract_nouns(text, vocabulary, opts["lowercase"]), truth, hallu,
-                                         relation, safe_words))
+                                         relation, safe_words, str(opts["match_order"])))
         metrics.update(generative_metrics(scores, smoothing))
         counts.update({
             "descriptions": len(scores), "nouns": sum(s.nouns for s in scores),

@@ -23,8 +23,9 @@ Where this can differ from the NLTK ports (OPERA/HALVA), by design:
   "olives" -> "olive", "cookies" -> "cooky"); this never changes which vocabulary words are found.
 - Tokens: every period not inside a word is split off (punkt keeps known abbreviations such as "mr." whole),
   double quotes stay `"` (NLTK writes `` and ''), "cannot" is "can" + "not". Only Len can move, by a token.
-- pattern.en turned "glass" into "glas" (hence CHAIR's "wine glas" phrase); neither WordNet nor this does, so
-  "wine glass(es)" merges directly and "wine glas" never fires.
+- pattern.en turned "glass" into "glas" (hence CHAIR's "wine glas" phrase) and "bus" into "bu", so the original
+  never counts a singular bus; neither WordNet nor this does, so "wine glass(es)" merges directly and a singular
+  bus counts. `reference_exact=true` restores the original's behaviour (and its synonym-list quirks).
 
 Metrics (`chair_metrics`, EVALS 2.5, OPERA's formulas): CHAIR_i and Recall are micro averages, repeated mentions
 count each time, Len is the mean number of tokens after phrase merging (OPERA prints it x100 of a 0.01 scale,
@@ -158,6 +159,11 @@ class ChairVocab:
         (CHAIR's ("toilet", "seat")).
     safe_words: tokens never counted even if a synonym (AMBER-style generic words).
     irregular: the singularizer's irregular plurals; split_hyphens: see `tokenize`.
+    strip_final_s: singularize as CHAIR's original `pattern.en.singularize` does in one respect that changes
+        which COCO objects are found: a word ending in "s" that is already singular still loses the "s" ("bus" ->
+        "bu", "minibus" -> "minibu", "glass" -> "glas"), so a singular bus is never counted while "buses" is
+        (PATTERN_UNINFLECTED keeps its own word: "scissors"). Off by default: OPERA's and HALVA's ports
+        lemmatize with WordNet, which keeps "bus".
     """
 
     synonyms: Mapping[str, str]
@@ -166,6 +172,7 @@ class ChairVocab:
     safe_words: frozenset[str] = frozenset()
     irregular: Mapping[str, str] = field(default_factory=lambda: dict(IRREGULAR_SINGULARS))
     split_hyphens: bool = False
+    strip_final_s: bool = False
 
     @cached_property
     def known(self) -> frozenset[str]:
@@ -197,13 +204,16 @@ def coco_chair_vocab(reference_exact: bool = False) -> ChairVocab:
     """COCO with CHAIR's synonym list and `double_word_dict` (shipped in data_builders.vocab.coco).
 
     reference_exact=True keeps CHAIR's parse of the list: " motor bike" and " cheesecake" keep their leading
-    space and "iPhone" its capital, so none of the three ever matches, exactly as in the reference code.
+    space and "iPhone" its capital, so none of the three ever matches, exactly as in the reference code; and it
+    singularizes as the original's pattern.en does, so a singular "bus" (also "airbus", "minibus") is never
+    counted (`ChairVocab.strip_final_s`).
     The COCO irregular singulars here are CHAIR's own table, not the plural table of the pair builders.
     """
     from data_builders.vocab.coco import coco_double_word_dict, coco_vocabulary
 
     vocab = coco_vocabulary(reference_exact)
-    return ChairVocab(synonyms=dict(vocab.synonyms), phrases=coco_double_word_dict(), exclusions=COCO_EXCLUSIONS)
+    return ChairVocab(synonyms=dict(vocab.synonyms), phrases=coco_double_word_dict(), exclusions=COCO_EXCLUSIONS,
+                      strip_final_s=reference_exact)
 
 
 # -------------------------------------------------------------------------------------- extraction
@@ -232,8 +242,7 @@ class Extraction(NamedTuple):
 def caption_to_objects(caption: str, vocab: ChairVocab) -> Extraction:
     """CHAIR's `caption_to_words` (EVALS 2.3): tokenize, singularize, merge two-word phrases, apply the exclusions,
     keep the synonyms. Positions index `words` and stay right after exclusions (the reference's `idxs` shift)."""
-    tokens = [singularize(token, vocab.known, vocab.irregular)
-              for token in tokenize(caption, vocab.split_hyphens)]
+    tokens = [_singular(token, vocab) for token in tokenize(caption, vocab.split_hyphens)]
     words: list[str] = []
     i = 0
     while i < len(tokens):
@@ -249,6 +258,18 @@ def caption_to_objects(caption: str, vocab: ChairVocab) -> Extraction:
     mentions = [Mention(word, vocab.synonyms[word], position) for position, word in enumerate(words)
                 if word in vocab.synonyms and word not in dropped and word not in vocab.safe_words]
     return Extraction(words, mentions)
+
+
+# Words pattern.en never singularizes, of those CHAIR's vocabulary holds.
+PATTERN_UNINFLECTED = frozenset({"scissors"})
+
+
+def _singular(token: str, vocab: ChairVocab) -> str:
+    singular = singularize(token, vocab.known, vocab.irregular)
+    if (vocab.strip_final_s and singular == token and token.endswith("s") and token.isalpha()
+            and token not in PATTERN_UNINFLECTED):
+        return token[:-1]
+    return singular
 
 
 # ---------------------------------------------------------------------------------------- metrics
@@ -358,7 +379,7 @@ def _load_coco_captions(path: Path) -> dict[Any, list[str]]:
 DEFAULTS: dict[str, Any] = {
     "instances": "",           # COCO instances_*.json, comma-separated to merge several (train + val)
     "captions": "",            # COCO captions_*.json, likewise
-    "reference_exact": False,  # CHAIR's synonym parse with its quirks (" motor bike", " cheesecake", "iPhone")
+    "reference_exact": False,  # CHAIR's original quirks: synonym parse (" motor bike", ...), singular "bus" never counted
 }
 _HEADLINE = ("chair_i", "chair_s", "recall", "len")
 _COCO_FILE = re.compile(r"(\d+)\.\w+$")
@@ -444,7 +465,8 @@ def evaluate(answers: str | Path, questions: str | Path | None = None, **options
         notes.append("ground truth from reference captions only; the reference also adds instance categories "
                      "(pass instances=)")
     if opts["reference_exact"]:
-        notes.append("reference_exact: ' motor bike', ' cheesecake' and 'iPhone' never match, as in CHAIR")
+        notes.append("reference_exact: ' motor bike', ' cheesecake' and 'iPhone' never match, and a singular 'bus' "
+                     "is never counted (pattern.en's 'bus' -> 'bu'), as in CHAIR's original code")
     return EvalResult("chair", metrics, {}, counts, notes)
 
 

@@ -15,6 +15,7 @@ from align.eval.amber import (
     lemmatize_noun,
     object_vocabulary,
     parse_answer,
+    generative_metrics,
     score_response,
 )
 from align.eval.amber import evaluate as evaluate_amber
@@ -206,11 +207,33 @@ def test_generative_lowercase_and_safe_words_options(tmp_path, relation):
     assert strict.metrics["chair"] == pytest.approx(40.0)
 
 
-def test_direct_match_wins_over_a_related_word():
-    """truth grass and ground, grass listing ground: "ground" covers ground itself, then "grass" covers grass,
-    so both are covered (2 of 2); no noun is hallucinated."""
-    score = score_response(["ground", "grass"], ["grass", "ground"], [], {"grass": ["ground"], "ground": []})
+def test_related_words_are_checked_before_names_as_the_official_script():
+    """AMBER's inference.py: truth [grass, ground], relation grass -> [ground]; response "The ground and the grass."
+    gives nouns ground, grass. "ground" is first found among grass's related words, so it covers grass; "grass" is
+    no object's related word, so it covers grass by name again: 1 of 2 covered, official Cover 50."""
+    relation = {"grass": ["ground"], "ground": []}
+    score = score_response(["ground", "grass"], ["grass", "ground"], [], relation)
+    assert (score.nouns, score.hallucinated, score.truth, score.covered) == (2, 0, 2, 1)
+    assert generative_metrics([score])["cover"] == 50.0
+
+
+def test_direct_match_order_checks_names_first():
+    """match_order=direct: "ground" covers ground itself, then "grass" covers grass: 2 of 2, Cover 100."""
+    score = score_response(["ground", "grass"], ["grass", "ground"], [], {"grass": ["ground"], "ground": []},
+                           match_order="direct")
     assert (score.nouns, score.hallucinated, score.truth, score.covered) == (2, 0, 2, 2)
+
+
+def test_match_order_option_reaches_the_scores(tmp_path):
+    questions = write_json(tmp_path / "gen.json", [{"id": 1, "type": "generative", "truth": ["grass", "ground"],
+                                                    "hallu": []}])
+    relation = write_json(tmp_path / "relation.json", {"grass": ["ground"], "ground": []})
+    answers = answers_file(tmp_path, {1: "The ground and the grass."})
+    assert evaluate_amber(answers, questions, relation=str(relation)).metrics["cover"] == 50.0
+    direct = evaluate_amber(answers, questions, relation=str(relation), match_order="direct")
+    assert direct.metrics["cover"] == 100.0
+    with pytest.raises(ConfigError, match="match_order"):
+        evaluate_amber(answers, questions, relation=str(relation), match_order="nearest")
 
 
 def test_all_kinds_together_give_the_amber_score(tmp_path, all_questions, relation):

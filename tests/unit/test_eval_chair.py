@@ -93,6 +93,15 @@ def test_reference_exact_quirks():
     assert objects("A motor bike, a cheesecake and an iPhone.", exact) == []
 
 
+def test_reference_exact_singularizes_like_pattern_en():
+    """The original's pattern.en strips the s of a singular "bus" ("bu", not a synonym) but maps "buses" to "bus";
+    "glass" becomes "glas", which the "wine glas" phrase maps back; "scissors" stays."""
+    exact = coco_chair_vocab(reference_exact=True)
+    text = "A bus, two buses, a minibus, a wine glass and scissors."
+    assert objects(text) == ["bus", "bus", "bus", "wine glass", "scissors"]
+    assert objects(text, exact) == ["bus", "wine glass", "scissors"]
+
+
 def test_another_vocabulary():
     """The same pipeline with a shapes-like table: plurals, a two-word phrase, hyphen splitting, a safe word
     that is also a synonym, and an exclusion rule."""
