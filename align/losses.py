@@ -18,13 +18,15 @@ Reward model and PPO (LLaVA-RLHF), token inputs `[B, T]` with a `mask` of the re
 
     pairwise_reward_loss(chosen, rejected, center_coef)  -> RewardLoss(losses, accuracy)  Bradley-Terry + centring
     kl_penalty(logprobs, ref_logprobs, estimator)        -> [B, T] per-token KL estimate (k1 clamped at 0, or k3)
-    whiten(values, mask, shift_mean)                     -> [B, T] masked whitening (advantages, rewards)
+    shaped_rewards(kl, score, mask, kl_coef, scale)      -> [B, T] per-token rewards: KL penalty + terminal score
+    whiten(values, mask, shift_mean, unbiased)           -> [B, T] masked whitening (advantages, rewards)
     gae(rewards, values, mask, gamma, lam)               -> (advantages, returns) [B, T]
     ppo_policy_loss(lp, old_lp, advantages, mask, clip)  -> PPOPolicyLoss(loss, clipfrac, approx_kl) token means
     ppo_value_loss(v, old_v, returns, mask, clip)        -> PPOValueLoss(loss, clipfrac) token means
 
-The two PPO losses are scalars, means over every response token of the minibatch (LLaVA-RLHF's masked_mean),
-not per-example: a per-example mean would weigh a short response's tokens more than a long one's.
+The two PPO losses are scalars, means over every response token of the minibatch, not per-example: a per-example
+mean would weigh a short response's tokens more than a long one's. LLaVA-RLHF's code differs here: its plain
+`.mean()` runs over the whole right-padded response block, padding included (see `masked_mean`).
 
 Short names: the first letter is p (policy) or r (reference), the rest c (chosen), r (rejected), cc (chosen under
 the corrupted image, mDPO's m') or nr (POVID's noisy-image rejected sequence). Where a variant's extra terms are switched off it reduces to
