@@ -72,7 +72,10 @@ def generate_answers(questions: str | Path, out: str | Path, settings: Generatio
         generator = Generator(settings.model, adapter=settings.adapter, dtype=settings.dtype,
                               batch_size=settings.batch_size)
         out.parent.mkdir(parents=True, exist_ok=True)
-        with open(partial, "a", encoding="utf-8") as sink, _progress(len(by_id), len(done), progress) as advance:
+        from align.progress import progress_task
+
+        with open(partial, "a", encoding="utf-8") as sink, progress_task(
+                f"answering {questions.name}", len(by_id), "questions", completed=len(done), enabled=progress) as task:
             for start in range(0, len(todo), settings.batch_size):
                 keys = todo[start:start + settings.batch_size]
                 conversations, images = [], []
@@ -87,7 +90,8 @@ def generate_answers(questions: str | Path, out: str | Path, settings: Generatio
                 for key, answer in zip(keys, answers, strict=True):
                     sink.write(json.dumps({"question_id": key, **answer}) + "\n")
                 sink.flush()
-                advance(len(keys))
+                if task is not None:
+                    task.advance(len(keys))
     os.replace(partial, out)
     return out
 
@@ -125,25 +129,4 @@ def _answered(partial: Path, questions: dict) -> set:
         with open(partial, "r+b") as f:
             f.truncate(keep)
     return done
-
-
-class _progress:
-    """A rich progress bar over questions (a no-op when disabled)."""
-
-    def __init__(self, total: int, completed: int, enabled: bool):
-        self.total, self.completed, self.enabled = total, completed, enabled
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda n: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.bar = Progress(TextColumn("answering"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-        self.bar.start()
-        task = self.bar.add_task("answering", total=self.total, completed=self.completed)
-        return lambda n: self.bar.advance(task, n)
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self.bar.stop()
 

@@ -8,15 +8,20 @@ model's own samples ranked by a claim checker (RLAIF-V style), against its own c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import random
 import statistics
+import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from align.progress import ProgressBoard
 
 # The figures the comparison shows, in order: (key, what it measures, lower is better?)
 HEADLINE = (
@@ -100,7 +105,8 @@ def run_quickstart(cfg: QuickstartConfig, console=None) -> dict[str, Any]:
     import torch
     from rich.console import Console
 
-    console = console or Console()
+    # Bound to the real stdout now: the steps redirect sys.stdout to their log file while they run.
+    console = console or Console(file=sys.stdout)
     _quiet_libraries()
     torch.set_flush_denormal(True)
     if cfg.threads:
@@ -109,10 +115,12 @@ def run_quickstart(cfg: QuickstartConfig, console=None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     per_seed = []
-    for k in range(cfg.seeds):
-        seed = cfg.seed + k
-        console.rule(f"seed {seed}")
-        per_seed.append(run_one_seed(replace(cfg, seed=seed), out / f"seed{seed}", console))
+    with ProgressBoard(console) as board:
+        board.start_overall("quickstart", estimated_seconds(cfg)["total"] * cfg.seeds)
+        for k in range(cfg.seeds):
+            seed = cfg.seed + k
+            console.rule(f"seed {seed}")
+            per_seed.append(run_one_seed(replace(cfg, seed=seed), out / f"seed{seed}", console, board))
     summary = summarize(per_seed)
     summary["seconds"] = round(time.perf_counter() - started, 1)
     summary["config"] = {k: v for k, v in cfg.__dict__.items()}
@@ -128,7 +136,8 @@ def run_quickstart(cfg: QuickstartConfig, console=None) -> dict[str, Any]:
     return summary
 
 
-def run_one_seed(cfg: QuickstartConfig, out: Path, console) -> dict[str, dict[str, float]]:
+def run_one_seed(cfg: QuickstartConfig, out: Path, console, board: ProgressBoard | None = None
+                 ) -> dict[str, dict[str, float]]:
     from align.data.io import write_jsonl
     from align.data.shapes import generate_shapes_world
     from align.models.tiny import build_tiny
@@ -136,9 +145,10 @@ def run_one_seed(cfg: QuickstartConfig, out: Path, console) -> dict[str, dict[st
 
     world = out / "world"
     check_settings(cfg, out)
-    timer = _Timer(console, out / "log.txt")
-    if not (world / "dataset.json").is_file():
-        with timer("world"):
+    cost = estimated_seconds(cfg)
+    timer = _Timer(console, out / "log.txt", board)
+    with timer("world", cost["world"]):
+        if not (world / "dataset.json").is_file():
             generate_shapes_world(world_config(cfg), world)
     data = world  # data files live in the world folder, so their image paths resolve
     sft_records, changed = noisy_sft_records(world, cfg.sft_noise, cfg.seed)
@@ -148,7 +158,7 @@ def run_one_seed(cfg: QuickstartConfig, out: Path, console) -> dict[str, dict[st
     if not (base / "config.json").is_file():
         build_tiny("llava", base, seed=cfg.seed, size=cfg.model_size)
     sft = out / "sft"
-    with timer(f"sft ({cfg.sft_steps} steps x {cfg.sft_batch})"):
+    with timer(f"sft ({cfg.sft_steps} steps x {cfg.sft_batch})", cost["sft"]):
         _sft(base, data / "quickstart_sft.jsonl", sft, cfg.sft_steps, cfg.sft_batch, cfg.sft_lr, cfg, warmup=0.05)
     pairs = preference_pairs(world, cfg.n_pairs, cfg.seed, cfg.pair_mix)
     write_jsonl(data / "quickstart_pairs.jsonl", pairs)
@@ -156,19 +166,47 @@ def run_one_seed(cfg: QuickstartConfig, out: Path, console) -> dict[str, dict[st
     steps = math.ceil(len(pairs) / cfg.dpo_batch) * cfg.dpo_epochs
     models = {"sft": sft}
     for method in cfg.methods:
-        with timer(f"dpo {method} ({steps} steps)"):
+        with timer(f"dpo {method} ({steps} steps)", cost[f"dpo {method}"]):
             models[method] = _dpo(method, sft, data / "quickstart_pairs.jsonl", out / f"dpo-{method}", cfg)
-    with timer(f"control: sft on chosen ({steps} steps)"):
+    with timer(f"control: sft on chosen ({steps} steps)", cost["control"]):
         models["sft-chosen"] = _sft(sft, data / "quickstart_chosen.jsonl", out / "sft-chosen", steps,
                                     cfg.dpo_batch, cfg.dpo_lr, cfg)
     if cfg.onpolicy:
-        models.update(_onpolicy_round(cfg, world, sft, out, timer, console))
+        models.update(_onpolicy_round(cfg, world, sft, out, timer, console, cost))
     results = {}
     for name, path in models.items():
-        with timer(f"eval {name}"):
+        with timer(f"eval {name}", cost["eval"]):
             results[name] = evaluate_model(path, world, out / "eval" / name, cfg)
     _write(out / "results.json", json.dumps(results, indent=1) + "\n")
     return results
+
+
+# Seconds per unit of work of each step, measured for the default run alone on a 2-core CPU (README: world 6 s
+# for 4000 images, SFT 345 s for 700 x 32 rows, mdpo 96 s for 3 epochs of 600 pairs, sampling 46 s for 1600
+# captions, six evaluations 50 s). They only weigh the steps against each other: the overall bar's time left
+# comes from the pace of this run.
+SECONDS_PER = {"image": 0.0015, "sft_row": 0.0154, "pair": 0.053, "sample": 0.029, "eval": 8.3}
+
+
+def estimated_seconds(cfg: QuickstartConfig) -> dict[str, float]:
+    """Estimated seconds of each step of one seed, on the machine the constants were measured on; "eval" is
+    one model's evaluation, "total" the whole seed."""
+    epochs_rows = math.ceil(cfg.n_pairs / cfg.dpo_batch) * cfg.dpo_epochs * cfg.dpo_batch
+    cost = {"world": cfg.n_images * SECONDS_PER["image"], "sft": cfg.sft_steps * cfg.sft_batch * SECONDS_PER["sft_row"],
+            "control": epochs_rows * SECONDS_PER["sft_row"]}
+    for method in cfg.methods:
+        cost[f"dpo {method}"] = epochs_rows * SECONDS_PER["pair"]
+    n_models = 2 + len(cfg.methods)
+    if cfg.onpolicy:
+        # About 4 in 5 sampled images give a pair; its dpo run and its control as above.
+        rows = math.ceil(0.8 * cfg.onpolicy_images / cfg.dpo_batch) * cfg.dpo_epochs * cfg.dpo_batch
+        cost["sample"] = cfg.onpolicy_images * cfg.samples_per_image * SECONDS_PER["sample"]
+        cost["onpolicy dpo"] = rows * SECONDS_PER["pair"]
+        cost["onpolicy control"] = rows * SECONDS_PER["sft_row"]
+        n_models += 2
+    cost["eval"] = SECONDS_PER["eval"] * (cfg.n_images * cfg.eval_fraction / 200)  # per model
+    cost["total"] = sum(cost.values()) + cost["eval"] * (n_models - 1)
+    return cost
 
 
 def world_config(cfg: QuickstartConfig):
@@ -207,7 +245,8 @@ def check_settings(cfg: QuickstartConfig, out: Path) -> None:
     _write(path, json.dumps(settings, indent=1) + "\n")
 
 
-def _onpolicy_round(cfg: QuickstartConfig, world: Path, sft: Path, out: Path, timer, console) -> dict[str, Path]:
+def _onpolicy_round(cfg: QuickstartConfig, world: Path, sft: Path, out: Path, timer, console,
+                    cost: dict[str, float]) -> dict[str, Path]:
     """RLAIF-V style: sample captions from the SFT model, rank by the claim checker, DPO best vs worst; its
     control trains SFT on the best samples alone."""
     from align.data.io import write_jsonl
@@ -217,20 +256,21 @@ def _onpolicy_round(cfg: QuickstartConfig, world: Path, sft: Path, out: Path, ti
     sources = train_sources(world)
     random.Random(derive_seed(cfg.seed, "onpolicy-images")).shuffle(sources)
     sources = sources[: cfg.onpolicy_images]
-    with timer(f"sample {cfg.samples_per_image} captions x {len(sources)} train images"):
+    with timer(f"sample {cfg.samples_per_image} captions x {len(sources)} train images", cost["sample"]):
         samples = sample_captions(sft, world, sources, cfg)
     pairs = sampled_pairs(samples, world, cfg.seed)
     console.print(f"  on-policy pairs: {len(pairs)} of {len(sources)} images have samples that differ by a claim")
     if not pairs:
+        timer.skip(cost["onpolicy dpo"] + cost["onpolicy control"])
         return {}
     write_jsonl(world / "quickstart_onpolicy_pairs.jsonl", pairs)
     write_jsonl(world / "quickstart_onpolicy_best.jsonl", chosen_sft_records(pairs))
     steps = math.ceil(len(pairs) / cfg.dpo_batch) * cfg.dpo_epochs
     models = {}
-    with timer(f"{cfg.onpolicy_method} on own samples ({steps} steps)"):
+    with timer(f"{cfg.onpolicy_method} on own samples ({steps} steps)", cost["onpolicy dpo"]):
         models["onpolicy-dpo"] = _dpo(cfg.onpolicy_method, sft, world / "quickstart_onpolicy_pairs.jsonl",
                                       out / "onpolicy-dpo", cfg)
-    with timer(f"control: sft on best samples ({steps} steps)"):
+    with timer(f"control: sft on best samples ({steps} steps)", cost["onpolicy control"]):
         models["onpolicy-sft-best"] = _sft(sft, world / "quickstart_onpolicy_best.jsonl", out / "onpolicy-sft-best",
                                            steps, cfg.dpo_batch, cfg.dpo_lr, cfg)
     return models
@@ -238,6 +278,7 @@ def _onpolicy_round(cfg: QuickstartConfig, world: Path, sft: Path, out: Path, ti
 
 def sample_captions(model: Path, world: Path, sources, cfg: QuickstartConfig) -> dict[str, list[str]]:
     from align.data.images import load_media
+    from align.progress import progress_task
     from align.quickstart.data import PROMPT
     from data_builders.generate import Generator
 
@@ -245,11 +286,13 @@ def sample_captions(model: Path, world: Path, sources, cfg: QuickstartConfig) ->
     conversations = [[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": PROMPT}]}]]
     samples: dict[str, list[str]] = {s["id"]: [] for s in sources}
     images = [[load_media(s["images"][0], world, None)] for s in sources]
-    for k in range(cfg.samples_per_image):
-        texts = generator.generate(conversations * len(sources), images, seed=cfg.seed * 1000 + k,
-                                   max_new_tokens=cfg.max_new_tokens, temperature=cfg.sample_temperature)
-        for source, text in zip(sources, texts, strict=True):
-            samples[source["id"]].append(text)
+    with progress_task("sampling", cfg.samples_per_image, "rounds") as task:
+        for k in range(cfg.samples_per_image):
+            texts = generator.generate(conversations * len(sources), images, seed=cfg.seed * 1000 + k,
+                                       max_new_tokens=cfg.max_new_tokens, temperature=cfg.sample_temperature)
+            for source, text in zip(sources, texts, strict=True):
+                samples[source["id"]].append(text)
+            task.advance()
     return samples
 
 
@@ -268,7 +311,7 @@ def _sft(model: Path, data: Path, out: Path, steps: int, batch: int, lr: float, 
     config = AlignSFTConfig(model=str(model), data=str(data), output_dir=str(out), max_steps=steps,
                             per_device_train_batch_size=batch, learning_rate=lr, lr_scheduler_type="cosine",
                             warmup_steps=warmup, **{**_common_args(cfg), **extra})  # `extra` may set `train`
-    run_sft(config, progress=False)
+    run_sft(config)
     return out
 
 
@@ -284,7 +327,7 @@ def _dpo(method: str, model: Path, data: Path, out: Path, cfg: QuickstartConfig)
                             learning_rate=cfg.dpo_lr, beta=cfg.dpo_beta, num_train_epochs=cfg.dpo_epochs,
                             per_device_train_batch_size=cfg.dpo_batch, lr_scheduler_type="cosine",
                             precompute_ref_log_probs=True, **extra, **_common_args(cfg))
-    run_dpo(config, progress=False)
+    run_dpo(config)
     return out
 
 
@@ -296,12 +339,12 @@ def evaluate_model(model: Path, world: Path, out: Path, cfg: QuickstartConfig) -
 
     captions = generate_answers(world / "chair_questions.jsonl", out / "captions.jsonl",
                                 GenerationSettings(model=str(model), batch_size=64,
-                                                   max_new_tokens=cfg.max_new_tokens), progress=False)
+                                                   max_new_tokens=cfg.max_new_tokens))
     chair = evaluate_chair(captions, world / "chair_questions.jsonl", sources=str(world / "sources.jsonl"),
                            world=str(world / "world.json"))
     answers = generate_answers(world / "pope_all.jsonl", out / "pope.jsonl",
                                GenerationSettings(model=str(model), batch_size=64, mode="likelihood",
-                                                  suffix=POPE_SUFFIX), progress=False)
+                                                  suffix=POPE_SUFFIX))
     pope = evaluate_pope(answers, world / "pope_all.jsonl")
     m = chair.metrics
     return {"partner_halluc": m["cog"], "chair_i": m["chair_i"], "chair_s": m["chair_s"], "recall": m["recall"],
@@ -349,7 +392,8 @@ def print_summary(summary: dict[str, Any], console) -> None:
 
 
 def _quiet_libraries() -> None:
-    """The quickstart prints its own progress: no per-load bars, per-step dicts or library warnings."""
+    """The quickstart draws its own progress: no weight-loading bars or library warnings on the console (the
+    per-step log dicts go to each seed's log.txt)."""
     import logging
     import warnings
 
@@ -357,7 +401,6 @@ def _quiet_libraries() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    os.environ.setdefault("TQDM_DISABLE", "1")
     logging.getLogger("DeepSpeed").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning)
@@ -370,31 +413,33 @@ def _write(path: Path, text: str) -> None:
 
 
 class _Timer:
-    """`with timer("what"):` prints what runs and how long it took; the libraries' own output (per-step log
-    dicts, warnings) goes to `log` instead of the console."""
+    """`with timer("what", seconds):` one step of the run: prints what runs and how long it took, counts as
+    `seconds` of estimated work on the progress board's overall bar, and sends the libraries' own output (per-step
+    log dicts, warnings) to `log` instead of the console. Off a terminal, the overall estimate is printed after
+    each step."""
 
-    def __init__(self, console, log: Path | None = None):
-        self.console, self.log = console, log
+    def __init__(self, console, log: Path | None = None, board: ProgressBoard | None = None):
+        self.console, self.log, self.board = console, log, board
 
-    def __call__(self, what: str):
-        import contextlib
+    def skip(self, seconds: float) -> None:
+        """Steps that will not run (no on-policy pairs): their estimated work counts as done."""
+        if self.board is not None:
+            with self.board.stage(seconds):
+                pass
 
-        timer = self
-
-        class _Block:
-            def __enter__(self):
-                self.start = time.perf_counter()
-                timer.console.print(f"[bold]{what}[/bold] ...")
-                self.stack = contextlib.ExitStack()
-                if timer.log is not None:
-                    sink = self.stack.enter_context(open(timer.log, "a", encoding="utf-8"))
-                    sink.write(f"\n==> {what}\n")
-                    self.stack.enter_context(contextlib.redirect_stdout(sink))
-                    self.stack.enter_context(contextlib.redirect_stderr(sink))
-
-            def __exit__(self, *exc):
-                self.stack.close()
-                if exc[0] is None:
-                    timer.console.print(f"  {what}: {time.perf_counter() - self.start:.1f} s")
-
-        return _Block()
+    @contextlib.contextmanager
+    def __call__(self, what: str, seconds: float = 0.0) -> Iterator[None]:
+        start = time.perf_counter()
+        self.console.print(f"[bold]{what}[/bold] ...")
+        with contextlib.ExitStack() as stack:
+            if self.board is not None:
+                stack.enter_context(self.board.stage(seconds))
+            if self.log is not None:
+                sink = stack.enter_context(open(self.log, "a", encoding="utf-8"))
+                sink.write(f"\n==> {what}\n")
+                stack.enter_context(contextlib.redirect_stdout(sink))
+                stack.enter_context(contextlib.redirect_stderr(sink))
+            yield
+        self.console.print(f"  {what}: {time.perf_counter() - start:.1f} s")
+        if self.board is not None and not self.board.live:
+            self.console.print(f"  {self.board.overall_line()}", highlight=False)

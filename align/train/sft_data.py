@@ -77,6 +77,7 @@ def load_sft_data(
 ) -> SFTData:
     """Read and check every row; compute each row's assistant-token spans with the family's own encoder."""
     from align.data.schema import validate_records
+    from align.progress import progress_task
 
     records = _read(path, image_root)
     if not records:
@@ -85,7 +86,8 @@ def load_sft_data(
     encoder = ConversationEncoder(processor, family)
     fmt = grounding_format_for(family, grounding_format)
     kept, spans, origins, dropped = [], [], [], 0
-    with _progress(len(records), progress) as advance:
+    with progress_task("preparing rows", len(records), "rows", enabled=progress, transient=True) as task:
+        advance = task.advance if task is not None else lambda: None
         for record, (origin, row) in zip(records, records.origins, strict=True):
             example, sizes = _example(record, records.base_dir, image_root, origin, row)
             rendered = _render(record, fmt, sizes, task_identifier)
@@ -115,26 +117,3 @@ def _too_long_message(layout: Spans, max_length: int) -> str:
         where = f" and truncation would cut its image tokens (the last at position {layout.last_image_token})"
     return (f"{layout.length} tokens exceed max_length {max_length}{where}; raise max_length or set "
             "too_long=drop")
-
-
-class _progress:
-    """A rich progress bar over rows when asked; a no-op counter otherwise."""
-
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.enabled, self._bar = total, enabled, None
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self._bar = Progress(TextColumn("preparing rows"), BarColumn(), MofNCompleteColumn(),
-                             TimeRemainingColumn(), transient=True)
-        self._bar.start()
-        task = self._bar.add_task("rows", total=self.total)
-        return lambda: self._bar.advance(task)
-
-    def __exit__(self, *exc):
-        if self._bar is not None:
-            self._bar.stop()
-        return False

@@ -124,6 +124,7 @@ def train_stage(plan: StagePlan, model_path: str, resume: bool, progress: bool, 
     from align.models.families import family_of
     from align.models.load import load_model_and_processor
     from align.train.common import is_main_process, prepare_deepspeed
+    from align.train.progress import training_progress
     from align.train.run_config import apply_policy_and_report
     from align.train.sft import AlignSFTTrainer
     from align.train.sft_data import load_sft_data
@@ -155,7 +156,9 @@ def train_stage(plan: StagePlan, model_path: str, resume: bool, progress: bool, 
         family=family,
     )
     checkpoint = _last_checkpoint(plan.output_dir) if resume else None
-    result = trainer.train(resume_from_checkpoint=checkpoint)
+    label = "sft" if n_stages == 1 else f"sft stage {plan.index}/{n_stages}"
+    with training_progress(trainer, label, enabled=progress):
+        result = trainer.train(resume_from_checkpoint=checkpoint)
     _save_final(trainer, plan.output_dir)
     if main:
         from align.config import config_to_dict

@@ -223,3 +223,15 @@ def test_rows_that_repeat_a_conversation_share_one_encoding_but_never_across_ima
     fresh = [original(encoder, _example(r, data.base_dir, None, path, i)[0]) for i, r in enumerate(data.records)]
     assert data.spans == fresh
     assert data.spans[1].length > data.spans[0].length and data.spans[0] == data.spans[2]
+
+
+def test_training_shows_step_progress_and_logs(tiny_checkpoint, shapes_world, run_cli, tmp_path):
+    """The CLI run draws align's step progress (plain lines off a terminal) in place of transformers' tqdm bar,
+    and prints the logged values above it. (transformers turns its bar off when its logger is quieter than
+    warnings, as in this suite, hence disable_tqdm=false here.)"""
+    result = run_cli("sft", "--model", tiny_checkpoint("llava"), "--data", shapes_world / "sft.jsonl",
+                     "--output-dir", tmp_path / "out", *SMALL, "max_steps=3", "disable_tqdm=false")
+    assert result.code == 0, result
+    assert "sft: 3/3 steps (100%)" in result.err
+    assert "sft step 1: loss " in result.err
+    assert "it/s]" not in result.err and "s/it]" not in result.err  # no tqdm bar

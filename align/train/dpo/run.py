@@ -21,6 +21,7 @@ def run_dpo(config: AlignDPOConfig, resume: bool = False, progress: bool = True)
     from align.train.dpo.data import PreferenceCollator, load_preference_data, povid_noise
     from align.train.dpo.trainer import AlignDPOTrainer
     from align.train.dpo.variants import get_variant
+    from align.train.progress import training_progress
     from align.train.run_config import apply_policy_and_report
     from align.train.sft_run import _last_checkpoint, _save_final, natural_policy
 
@@ -88,9 +89,11 @@ def run_dpo(config: AlignDPOConfig, resume: bool = False, progress: bool = True)
         processing_class=processor,
         family=family,
         ref_cache=ref_cache,
+        show_progress=progress,
     )
     checkpoint = _last_checkpoint(out) if resume else None
-    result = trainer.train(resume_from_checkpoint=checkpoint)
+    with training_progress(trainer, f"dpo {cfg.variant}", enabled=progress):
+        result = trainer.train(resume_from_checkpoint=checkpoint)
     _save_final(trainer, out)
     if main:
         from align.config import config_to_dict

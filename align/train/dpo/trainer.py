@@ -30,9 +30,10 @@ NON_MODEL_KEYS = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps", "
 class AlignDPOTrainer(CheckpointResumeMixin, DPOTrainer):
     """DPOTrainer with align's collator and variants; the loss maths of the variants lives in align.losses."""
 
-    def __init__(self, *args, family: str, ref_cache=None, **kwargs):
+    def __init__(self, *args, family: str, ref_cache=None, show_progress: bool = True, **kwargs):
         # Read by `_precompute_ref_logps`, which TRL's __init__ calls.
         self.family, self.ref_cache, self.ref_cache_status = family, ref_cache, None
+        self.show_progress = show_progress
         self._align_ready = False
         super().__init__(*args, **kwargs)
         self._align_setup()
@@ -81,12 +82,11 @@ class AlignDPOTrainer(CheckpointResumeMixin, DPOTrainer):
     def _precompute_ref_logps(self, dataset, name, batch_size):
         """The reference values of every row (`reference_values`), from `ref_cache` when it holds them, else
         computed in one pass (sharded over ranks like TRL's) and saved there; returned as dataset columns."""
-        import os
-
         from accelerate.utils import broadcast_object_list
         from torch.utils.data import DataLoader
-        from tqdm.auto import tqdm
         from trl.models import prepare_deepspeed
+
+        from align.progress import progress_task
 
         self._align_setup()
         if self.ref_cache is None:
@@ -108,13 +108,17 @@ class AlignDPOTrainer(CheckpointResumeMixin, DPOTrainer):
             else:
                 module = self.ref_model or self.model
             columns: dict[str, list[torch.Tensor]] = {}
-            for batch in tqdm(loader, desc=f"Reference log-probs ({name})",
-                              disable=bool(os.environ.get("TQDM_DISABLE")) or not self.accelerator.is_main_process):
-                with torch.no_grad():
-                    part = reference_values(self, module, batch)
-                part = self.accelerator.gather_for_metrics(part)
-                for column, value in part.items():
-                    columns.setdefault(column, []).append(value.detach().float().cpu())
+            show = self.show_progress and self.accelerator.is_main_process
+            with progress_task(f"reference log-probs ({name})", len(loader), "batches", enabled=show,
+                               transient=True) as task:
+                for batch in loader:
+                    with torch.no_grad():
+                        part = reference_values(self, module, batch)
+                    part = self.accelerator.gather_for_metrics(part)
+                    for column, value in part.items():
+                        columns.setdefault(column, []).append(value.detach().float().cpu())
+                    if task is not None:
+                        task.advance()
             values = {column: torch.cat(parts) for column, parts in columns.items()}
             if self.accelerator.is_main_process:
                 self.ref_cache.save(key, values, self._precompute_model_hash)

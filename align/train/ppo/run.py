@@ -22,6 +22,7 @@ def run_ppo(config: AlignPPOConfig, resume: bool = False, progress: bool = True)
     from align.train.ppo.data import load_prompt_data
     from align.train.ppo.rewards import load_reward_funcs
     from align.train.ppo.trainer import ActorCritic, AlignPPOTrainer
+    from align.train.progress import training_progress
     from align.train.reward.prompts import read_fact_captions
     from align.train.run_config import apply_policy_and_report
     from align.train.sft_run import _last_checkpoint, _loadable, _save_final
@@ -59,7 +60,8 @@ def run_ppo(config: AlignPPOConfig, resume: bool = False, progress: bool = True)
         ref_model=ref_model, fact_captions=fact_captions,
     )
     checkpoint = _last_checkpoint(out) if resume else None
-    result = trainer.train(resume_from_checkpoint=checkpoint)
+    with training_progress(trainer, "ppo", enabled=progress):
+        result = trainer.train(resume_from_checkpoint=checkpoint)
     _save_final(trainer, out)
     if main:
         from align.config import config_to_dict

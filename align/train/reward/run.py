@@ -18,6 +18,7 @@ def run_reward(config: AlignRewardConfig, resume: bool = False, progress: bool =
     from align.models.load import load_model_and_processor
     from align.models.scalar_head import ScalarHeadModel
     from align.train.common import is_main_process, prepare_deepspeed
+    from align.train.progress import training_progress
     from align.train.reward.data import RewardCollator, load_reward_data
     from align.train.reward.prompts import resolve_reward_prompt
     from align.train.reward.trainer import RewardModelTrainer, pair_accuracy
@@ -59,7 +60,8 @@ def run_reward(config: AlignRewardConfig, resume: bool = False, progress: bool =
         center_coef=cfg.center_coef,
     )
     checkpoint = _last_checkpoint(out) if resume else None
-    result = trainer.train(resume_from_checkpoint=checkpoint)
+    with training_progress(trainer, "reward", enabled=progress):
+        result = trainer.train(resume_from_checkpoint=checkpoint)
     metrics = trainer.evaluate() if eval_data is not None else {}
     _save_final(trainer, out)
     if main:
