@@ -12,10 +12,10 @@ from align.errors import ConfigError, DataError
 from align.eval.amber import (
     discriminative_metrics,
     extract_nouns,
+    generative_metrics,
     lemmatize_noun,
     object_vocabulary,
     parse_answer,
-    generative_metrics,
     score_response,
 )
 from align.eval.amber import evaluate as evaluate_amber
