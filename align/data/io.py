@@ -259,6 +259,9 @@ def load_records(
     if kind is not None and declared is not None and declared != kind:
         raise DataError(path, f"is a {declared} dataset; expected {kind} records")
     records.kind = detect_kind(records.columns, declared or kind)
+    if records.kind == "source" and "question_id" in records.columns and "id" not in records.columns:
+        raise DataError(path, "holds benchmark questions (question_id), not align records; they are read by "
+                        "`align eval BENCH --questions FILE`")
     validate_records(records, records.kind, path, records.base_dir, image_root, check_images, records.origins)
     return records
 

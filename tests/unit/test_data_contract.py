@@ -488,3 +488,10 @@ def test_cli_show_bad_dataset(run_cli, ds):
     lines = result.err.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {path}, row 2, field 'rejected'"), result.err
     assert "Traceback" not in result.err + result.out
+
+
+def test_data_show_on_benchmark_questions_says_where_they_go(tmp_path, run_cli):
+    path = tmp_path / "pope.jsonl"
+    path.write_text(json.dumps({"question_id": 1, "image": "a.png", "text": "Is there a cat?", "label": "no"}) + "\n")
+    result = run_cli("data", "show", path)
+    assert result.code == 2 and "holds benchmark questions" in result.err and "align eval" in result.err
