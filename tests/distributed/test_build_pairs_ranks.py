@@ -11,7 +11,7 @@ import pytest
 
 from align.data.io import read_records
 
-pytestmark = pytest.mark.distributed
+pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 
 

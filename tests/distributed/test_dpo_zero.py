@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("deepspeed")
 pytest.importorskip("trl")
 
-pytestmark = pytest.mark.distributed
+pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 FAMILY, POLICY = "llava", "projector+llm"
 STEP_ARGS = ["per_device_train_batch_size=1", "max_steps=2", "learning_rate=1e-2", "max_length=512",

@@ -20,7 +20,7 @@ from launch import align_cli
 torch = pytest.importorskip("torch")
 pytest.importorskip("deepspeed")
 
-pytestmark = pytest.mark.distributed
+pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 FAMILY, POLICY = "llava", "projector+llm"
 # 2 steps: the second loss is computed with weights the (sharded) optimizer updated.

@@ -25,6 +25,7 @@ def _quarters(curve: list[float]) -> tuple[float, float]:
     return sum(curve[:q]) / q, sum(curve[-q:]) / q
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_ppo_raises_the_shapes_colour_reward(colour_world, colour_sft, run_cli, tmp_path, seed):
     """+1 when the answer's first colour word is the asked shape's colour (recipes/ppo/shapes_color.yaml's run):

@@ -9,6 +9,7 @@ import math
 import pytest
 
 pytest.importorskip("torch")
+pytestmark = pytest.mark.slow
 
 
 def test_quickstart_fast_runs_the_whole_pipeline(run_cli, tmp_path):

@@ -37,6 +37,7 @@ def colour_pairs(colour_world: Path, out: Path, seed: int = 0) -> tuple[Path, Pa
     return out / "train.jsonl", out / "heldout.jsonl"
 
 
+@pytest.mark.slow
 def test_reward_model_tells_the_true_colour_from_a_swapped_one(colour_world, colour_sft, run_cli, tmp_path):
     train, heldout = colour_pairs(colour_world, tmp_path)
     out = tmp_path / "rm"
