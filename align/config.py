@@ -278,9 +278,14 @@ def _is_item_update(tp: Any, value: Any) -> bool:
 def build_dataclass(cls: type, values: Mapping[str, Any], source: str = ""):
     """Instantiate `cls` from a nested mapping of field values, coercing each to its declared type."""
     problems = check_values(cls, values, source)
+    hints = type_hints(cls)
+    for key, value in values.items():  # an item update left after merging had no list to update
+        if _is_item_update(hints.get(key, Any), value):
+            where = f"{source}: " if source else ""
+            problems.append(f"{where}key '{key}.{next(iter(value))}' updates an item of '{key}', which is not set "
+                            f"(give '{key}' as a list in the recipe first)")
     if problems:
         raise ConfigError(problems)
-    hints = type_hints(cls)
     kwargs = {key: coerce(value, hints.get(key, Any)) for key, value in values.items()}
     try:
         return cls(**kwargs)

@@ -15,6 +15,10 @@ def evaluate_reward_model(model_dir: str | Path, pairs: str | Path, image_root: 
                           progress: bool = True) -> EvalResult:
     import torch
 
+
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size!r}")
+
     from align.data.collate import ConversationEncoder
     from align.models.scalar_head import last_token_scores, load_scalar_head_model
     from align.train.reward.data import RewardCollator, load_reward_data

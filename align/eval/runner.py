@@ -41,14 +41,22 @@ class GenerationSettings:
     dtype: str = "float32"
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        from align.ranges import AT_LEAST_ONE, NON_NEGATIVE, range_problems
+
+        problems = range_problems(self, {"batch_size": AT_LEAST_ONE, "max_new_tokens": AT_LEAST_ONE,
+                                         "temperature": NON_NEGATIVE, "seed": NON_NEGATIVE})
+        if self.mode not in MODES:
+            problems.append(f"mode must be one of {', '.join(MODES)}, got '{self.mode}'")
+        if problems:
+            raise ConfigError(problems)
+
 
 def generate_answers(questions: str | Path, out: str | Path, settings: GenerationSettings,
                      progress: bool = True) -> Path:
     """Answer every question of `questions` into `out` (JSONL); returns `out`."""
     from align.data.images import load_media
 
-    if settings.mode not in MODES:
-        raise ConfigError(f"mode must be one of {', '.join(MODES)}, got '{settings.mode}'")
     questions = Path(questions)
     out = Path(out)
     rows = read_rows(questions)

@@ -212,3 +212,27 @@ def write_run_json(folder: str | Path, command: str, config: dict[str, Any], ext
         **extra,
     }
     return atomic_write_text(Path(folder) / "run.json", json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def no_empty_output_on_failure(run):
+    """Decorator of the `run_*` functions (config first): when the run fails, an output folder it created and left
+    empty is removed, so a config or data error leaves nothing behind. Checkpoints a run wrote stay (they resume)."""
+    import functools
+
+    @functools.wraps(run)
+    def wrapper(config, *args, **kwargs):
+        out = Path(config.output_dir) if getattr(config, "output_dir", None) else None
+        existed = out is not None and out.exists()
+        try:
+            return run(config, *args, **kwargs)
+        except BaseException:
+            if out is not None and not existed and out.is_dir() and is_main_process():
+                for folder in sorted((p for p in out.rglob("*") if p.is_dir()), reverse=True):
+                    if not any(folder.iterdir()):
+                        folder.rmdir()
+                if not any(out.iterdir()):
+                    out.rmdir()
+            raise
+
+    return wrapper
+

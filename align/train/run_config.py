@@ -65,7 +65,10 @@ class RunFields:
             self.deepspeed = resolve_deepspeed(self.deepspeed)  # presets zero2 / zero3 / zero3_offload
 
     def common_problems(self) -> list[str]:
-        problems = []
+        """Problems every trainer config checks: numeric ranges (align.ranges), too_long, the train policy."""
+        from align.ranges import TRAINING_RANGES, range_problems
+
+        problems = range_problems(self, TRAINING_RANGES)
         if self.too_long not in TOO_LONG:
             problems.append(f"too_long must be one of {', '.join(TOO_LONG)}, got '{self.too_long}'")
         problems += policy_problems(self.train, "train")

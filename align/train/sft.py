@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from trl import SFTConfig, SFTTrainer
 
 from align.errors import ConfigError
+from align.train.guards import FiniteGuardMixin
 from align.train.resume import CheckpointResumeMixin
 from align.train.run_config import RunFields, policy_problems
 
@@ -75,7 +76,7 @@ class AlignSFTConfig(RunFields, SFTConfig):
         super().__post_init__()
 
 
-class AlignSFTTrainer(CheckpointResumeMixin, SFTTrainer):
+class AlignSFTTrainer(FiniteGuardMixin, CheckpointResumeMixin, SFTTrainer):
     """SFTTrainer with align's collator; the only override swaps the LM head where TRL's fused one does not fit."""
 
     def __init__(self, *args, family: str, **kwargs):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from align.errors import ConfigError
+from align.train.common import no_empty_output_on_failure
 from align.train.sft import AlignSFTConfig
 
 
@@ -83,6 +84,7 @@ def _last_checkpoint(stage_dir: Path) -> str | None:
     return get_last_checkpoint(str(stage_dir)) if stage_dir.is_dir() else None
 
 
+@no_empty_output_on_failure
 def run_sft(config: AlignSFTConfig, resume: bool = False, progress: bool = True) -> Path:
     """Train every stage; returns the folder of the final model (full checkpoint or PEFT adapter)."""
     if not config.model:

@@ -117,3 +117,18 @@ def test_dpo_batch_contract_unchanged():
                    "(args.precompute_ref_log_probs and not self.is_fsdp_enabled)"):
         assert needle in init_src, f"DPOTrainer.__init__ no longer has {needle!r}"
     assert 'inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]' in loss_src
+
+
+def test_loss_types_are_trls():
+    """align checks loss_type against its own copy of TRL's list at config time; the list TRL's trainer names when
+    it refuses an unknown one must be the same."""
+    import inspect
+    import re
+
+    from trl.trainer import dpo_trainer
+
+    from align.train.dpo.config import TRL_LOSS_TYPES
+
+    source = inspect.getsource(dpo_trainer)
+    listed = re.search(r"Unknown loss type: \{loss_type\}\. Should be one of \[(.*?)\]", source, re.S).group(1)
+    assert tuple(re.findall(r"'(\w+)'", listed)) == TRL_LOSS_TYPES

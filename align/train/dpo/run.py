@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from align.errors import ConfigError
+from align.train.common import no_empty_output_on_failure
 from align.train.dpo.config import AlignDPOConfig
 
 
+@no_empty_output_on_failure
 def run_dpo(config: AlignDPOConfig, resume: bool = False, progress: bool = True) -> Path:
     """Check every row, train, save the model (or adapter) and `run.json` into `output_dir`; returns it."""
     import datasets

@@ -18,6 +18,7 @@ import contextlib
 import torch
 from trl import DPOTrainer
 
+from align.train.guards import FiniteGuardMixin
 from align.train.resume import CheckpointResumeMixin
 
 # What TRL's `_compute_loss` reads from the policy's fused-head output (its `__init__` asks for the same).
@@ -27,7 +28,7 @@ NON_MODEL_KEYS = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps", "
                   "noisy_inputs", "kl_inputs"}
 
 
-class AlignDPOTrainer(CheckpointResumeMixin, DPOTrainer):
+class AlignDPOTrainer(FiniteGuardMixin, CheckpointResumeMixin, DPOTrainer):
     """DPOTrainer with align's collator and variants; the loss maths of the variants lives in align.losses."""
 
     def __init__(self, *args, family: str, ref_cache=None, show_progress: bool = True, **kwargs):

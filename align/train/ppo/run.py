@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from align.errors import ConfigError, ModelError
+from align.train.common import no_empty_output_on_failure
 from align.train.ppo.config import AlignPPOConfig
 
 
+@no_empty_output_on_failure
 def run_ppo(config: AlignPPOConfig, resume: bool = False, progress: bool = True) -> Path:
     """Load policy, reference, reward model and critic; train; save the policy (and its critic under
     value_model/) and `run.json` into `output_dir`; returns it."""

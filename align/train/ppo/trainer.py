@@ -23,6 +23,7 @@ from transformers import GenerationConfig, Trainer
 
 from align.errors import ConfigError
 from align.losses import gae, kl_penalty, masked_mean, ppo_policy_loss, ppo_value_loss, shaped_rewards, whiten
+from align.train.guards import FiniteGuardMixin
 from align.train.ppo.rewards import call_reward_func, check_finite, correctness_bonus
 from align.train.ppo.rollout import response_mask, split_rows, stack_rows, training_sequences
 
@@ -65,7 +66,7 @@ class ActorCritic(nn.Module):
             part.gradient_checkpointing_disable()
 
 
-class AlignPPOTrainer(Trainer):
+class AlignPPOTrainer(FiniteGuardMixin, Trainer):
     def __init__(self, model: ActorCritic, args, train_dataset, prompts, encoder, processing_class,
                  reward_model=None, reward_funcs=(), reward_weights=None, ref_model=None, fact_captions=None):
         from trl.trainer.utils import disable_dropout_in_model

@@ -3,7 +3,6 @@ preference pairs with LLaVA-RLHF's loss."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
@@ -38,9 +37,6 @@ class AlignRewardConfig(RunFields, TrainingArguments):
             self.train = "lora"  # LLaVA-RLHF trains its reward model with LoRA
         self.apply_device_defaults()
         problems = self.common_problems()
-        if not (isinstance(self.center_coef, (int, float)) and math.isfinite(self.center_coef)
-                and self.center_coef >= 0):
-            problems.append(f"center_coef must be a finite number >= 0, got {self.center_coef!r}")
         if self.fact_captions and self.reward_prompt in (None, "", "none"):
             problems.append("fact_captions go into the reward prompt; set reward_prompt (e.g. fact_rlhf)")
         if self.eval_data and self.eval_strategy == "no":

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from align.errors import ConfigError
+from align.train.common import no_empty_output_on_failure
 from align.train.reward.config import AlignRewardConfig
 
 
+@no_empty_output_on_failure
 def run_reward(config: AlignRewardConfig, resume: bool = False, progress: bool = True) -> Path:
     """Check every pair, train, save the reward model and `run.json` into `output_dir`; returns it."""
     import torch

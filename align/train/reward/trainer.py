@@ -14,9 +14,10 @@ from transformers import Trainer
 
 from align.losses import pairwise_reward_loss
 from align.models.scalar_head import last_token_scores
+from align.train.guards import FiniteGuardMixin
 
 
-class RewardModelTrainer(Trainer):
+class RewardModelTrainer(FiniteGuardMixin, Trainer):
     def __init__(self, *args, center_coef: float = 1e-3, **kwargs):
         super().__init__(*args, **kwargs)
         self.center_coef = center_coef
