@@ -1,8 +1,10 @@
 """The pair-building pipeline: read sources -> build -> validate -> write, resumable and deterministic.
 
 Sources are cut into chunks of `chunk_size` rows in input order. Each finished chunk is written atomically to a
-work folder beside the output (`.OUT.work/chunk-000007.json`): its pairs, and how many rows it read and skipped
-and why. A rerun after Ctrl-C or kill -9 skips finished chunks, so no pair is lost or duplicated. Every row's
+work folder beside the output (`.OUT.work/chunk-000007-<key>.json`): its pairs, and how many rows it read and
+skipped and why. The key hashes the builder's settings and the chunk's source rows (`chunk_key`), so a rerun after
+Ctrl-C or kill -9 skips exactly the finished chunks whose inputs are unchanged: no pair is lost or duplicated, and
+a row fixed or a caption changed since rebuilds its chunk instead of bringing back the old pairs. Every row's
 randomness comes from (seed, method, row id), and generation is seeded per chunk, so output does not depend on
 where a run stopped. Under `torchrun` / `accelerate launch`, chunk i belongs to rank i % world_size and each
 rank writes its own chunks; rank 0 then waits for all of them and assembles them in chunk order, which is exactly
@@ -163,18 +165,18 @@ def _work_dir(out: Path) -> Path:
     return out.parent / f".{out.name}.work"
 
 
-def _check_work_manifest(work: Path, manifest: dict) -> None:
-    """A work folder from another input or other settings must not be mixed into this output."""
-    path = work / "manifest.json"
-    if path.is_file():
-        previous = json.loads(path.read_text(encoding="utf-8"))
-        if previous != manifest:
-            raise ConfigError(f"{work} holds an interrupted run with other inputs or settings; rerun with the same "
-                              "ones to resume, or delete that folder to start over")
-    else:
-        from align.data.io import atomic_write_text
+def chunk_key(settings_key: str, rows: Sequence[dict]) -> str:
+    """What a chunk's pairs depend on: the builder and its settings, and the content of the chunk's source rows.
+    A chunk file is reused only under the same key, so fixing a row, changing a caption or a setting rebuilds
+    exactly the chunks it touches, and a failed or foreign run's work folder cannot leak into the output."""
+    digest = hashlib.sha256(settings_key.encode())
+    for row in rows:
+        digest.update(json.dumps(row, sort_keys=True, ensure_ascii=False, default=str).encode())
+    return digest.hexdigest()[:16]
 
-        atomic_write_text(path, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+
+def _chunk_path(work: Path, index: int, key: str) -> Path:
+    return work / f"chunk-{index:06d}-{key}.json"
 
 
 def _write_chunk(path: Path, payload: dict) -> None:
@@ -208,20 +210,21 @@ def run_build(builder: Builder, command: str | None = None, progress: bool = Tru
     work = _work_dir(out)
     work.mkdir(parents=True, exist_ok=True)
     n_chunks = (len(rows) + config.chunk_size - 1) // config.chunk_size
-    manifest = {"method": builder.name, "settings": config.settings(), "rows": len(rows),
-                "ids": hashlib.sha256("\n".join(str(r["id"]) for r in rows).encode()).hexdigest()}
-    if rank == 0:
-        _check_work_manifest(work, manifest)
-    _barrier()
+    settings_key = json.dumps({"method": builder.name, "settings": config.settings(),
+                               "image_root": config.image_root}, sort_keys=True, default=str)
+    paths = [_chunk_path(work, i, chunk_key(settings_key, rows[i * config.chunk_size:(i + 1) * config.chunk_size]))
+             for i in range(n_chunks)]
     image_root = Path(config.image_root) if config.image_root else None
     mine = [i for i in range(n_chunks) if i % world == rank]
     with _Progress(len(rows), enabled=progress and rank == 0, label=builder.name) as bar:
         for i in range(n_chunks):
             size = min(config.chunk_size, len(rows) - i * config.chunk_size)
-            path = work / f"chunk-{i:06d}.json"
+            path = paths[i]
             if i not in mine or path.is_file():
                 bar.advance(size if path.is_file() or world == 1 else 0)
                 continue
+            for stale in work.glob(f"chunk-{i:06d}-*.json"):  # this chunk under other content or settings
+                stale.unlink()
             lo = i * config.chunk_size
             sources = [Source(rows[j], origins[j][0], origins[j][1], records.base_dir, image_root,
                               random.Random(derive_seed(config.seed, builder.name, rows[j]["id"])))
@@ -235,12 +238,12 @@ def run_build(builder: Builder, command: str | None = None, progress: bool = Tru
     summary = BuildSummary(out=out)
     if rank != 0:
         return summary
-    missing = [i for i in range(n_chunks) if not (work / f"chunk-{i:06d}.json").is_file()]
+    missing = [i for i in range(n_chunks) if not paths[i].is_file()]
     if missing:
         raise DataError(work, f"{len(missing)} chunk(s) unfinished (first: {missing[0]}); rerun to resume")
     pairs: list[dict] = []
     for i in range(n_chunks):
-        chunk = json.loads((work / f"chunk-{i:06d}.json").read_text(encoding="utf-8"))
+        chunk = json.loads(paths[i].read_text(encoding="utf-8"))
         summary.rows_read += chunk["read"]
         summary.skipped.update(chunk["skipped"])
         pairs.extend(chunk["pairs"])

@@ -132,14 +132,55 @@ def test_resume_after_a_kill_gives_the_uninterrupted_output(shapes_world, run_cl
     assert not work.exists()
 
 
-def test_changed_settings_do_not_resume_a_foreign_work_folder(shapes_world, run_cli, tmp_path):
-    out = tmp_path / "out"
+def test_a_foreign_work_folder_is_never_mixed_in(shapes_world, run_cli, tmp_path):
+    """Chunk files of another run (other settings or input) sit in the work folder: they are not reused."""
+    args = ["vocabulary=shapes", "chunk_size=3"]
+    _build(run_cli, "halva", shapes_world, tmp_path / "clean", *args)
     work = tmp_path / ".out.work"
     work.mkdir()
-    (work / "manifest.json").write_text(json.dumps({"method": "halva", "settings": {}, "rows": 1, "ids": "x"}))
-    result = run_cli("build-pairs", "halva", "--input", shapes_world / "sources.jsonl", "--out", out,
-                     "vocabulary=shapes")
-    assert result.code == 2 and "interrupted run with other inputs or settings" in result.err
+    for i in range(3):
+        (work / f"chunk-{i:06d}-0123456789abcdef.json").write_text(json.dumps({"read": 3, "pairs": [], "skipped": {}}))
+    _build(run_cli, "halva", shapes_world, tmp_path / "out", *args)
+    assert _digest(tmp_path / "out") == _digest(tmp_path / "clean")
+    assert not work.exists()
+
+
+def test_resume_rebuilds_exactly_the_chunks_whose_rows_changed(shapes_world, run_cli, tmp_path, monkeypatch):
+    """Killed after two chunks of three rows; then row 1's caption changes (same id). The rerun rebuilds chunk 0,
+    reuses chunk 1, and writes what a fresh build of the changed input writes: no old text survives."""
+    from data_builders.halva import HalvaBuilder
+
+    sources = tmp_path / "src" / "sources.jsonl"
+    sources.parent.mkdir()
+    rows = [json.loads(line) for line in (shapes_world / "sources.jsonl").read_text().splitlines()]
+    sources.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["vocabulary=shapes", "chunk_size=3", "--image-root", shapes_world]
+    original = HalvaBuilder.build
+    calls = {"n": 0}
+
+    def counting(self, chunk, chunk_seed, die_at=None):
+        calls["n"] += 1
+        if calls["n"] == die_at:
+            raise KeyboardInterrupt
+        return original(self, chunk, chunk_seed)
+
+    monkeypatch.setattr(HalvaBuilder, "build", lambda self, c, chunk_seed: counting(self, c, chunk_seed, die_at=3))
+    out = tmp_path / "out"
+    assert run_cli("build-pairs", "halva", "--input", sources, "--out", out, *args).code == 130
+
+    rows[1]["caption"] = rows[1]["caption"] + " The scene is quiet."
+    sources.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    calls["n"] = 0
+    monkeypatch.setattr(HalvaBuilder, "build", lambda self, c, chunk_seed: counting(self, c, chunk_seed))
+    result = run_cli("build-pairs", "halva", "--input", sources, "--out", out, *args)
+    assert result.code == 0, result
+    n_chunks = -(-len(rows) // 3)
+    assert calls["n"] == n_chunks - 1  # chunk 1 reused, chunk 0 rebuilt, the rest built
+    fresh = tmp_path / "fresh"
+    assert run_cli("build-pairs", "halva", "--input", sources, "--out", fresh, *args).code == 0
+    assert _digest(out) == _digest(fresh)
+    texts = [_text(r["chosen"]) for r in read_records(out)]
+    assert any("The scene is quiet." in t for t in texts)
 
 
 @pytest.mark.parametrize("method, extra", [
