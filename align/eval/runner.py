@@ -69,9 +69,24 @@ def generate_answers(questions: str | Path, out: str | Path, settings: Generatio
                             row=numbers[id(row)], field="text")
         if "image" not in row:
             raise DataError(questions, f"question {key!r} has no image", row=numbers[id(row)], field="image")
-    if out.is_file():
-        return out
     partial = out.with_name(out.name + ".partial")
+    record = out.with_name(out.name + ".made-by.json")
+    made_by = answers_provenance(questions, settings)
+    if out.is_file() or partial.is_file():
+        previous = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else None
+        if previous == made_by and out.is_file():
+            return out
+        if previous != made_by:
+            what = out if out.is_file() else partial
+            differs = ", ".join(k for k in made_by if (previous or {}).get(k) != made_by[k]) if previous else \
+                "no record of what made them"
+            _note(f"{what} holds answers made otherwise ({differs}); answering again")
+            for path in (out, partial, record):
+                path.unlink(missing_ok=True)
+    if not record.is_file():
+        from align.data.io import atomic_write_text
+
+        atomic_write_text(record, json.dumps(made_by, indent=1, sort_keys=True) + "\n")
     done = _answered(partial, by_id)
     todo = [key for key in by_id if key not in done]
     if todo:
@@ -102,6 +117,40 @@ def generate_answers(questions: str | Path, out: str | Path, settings: Generatio
                     task.advance(len(keys))
     os.replace(partial, out)
     return out
+
+
+def answers_provenance(questions: Path, settings: GenerationSettings) -> dict[str, Any]:
+    """What answers depend on: the model (path and a fingerprint of its files), the adapter, the questions'
+    content and every generation setting but the batch size. Answers, finished or partial, made under another
+    record are never mixed with new ones."""
+    import dataclasses
+    import hashlib
+
+    generation = {k: v for k, v in dataclasses.asdict(settings).items() if k not in ("model", "adapter", "batch_size")}
+    return {"model": settings.model, "model_files": _files_fingerprint(settings.model),
+            "adapter": settings.adapter, "adapter_files": _files_fingerprint(settings.adapter),
+            "questions": hashlib.sha256(questions.read_bytes()).hexdigest(), "generation": generation}
+
+
+def _files_fingerprint(folder: str | None) -> str | None:
+    """Names, sizes and modification times of a local model folder's files (a retrained model at the same path
+    differs); None for a hub id or nothing."""
+    import hashlib
+
+    if not folder or not Path(folder).is_dir():
+        return None
+    digest = hashlib.sha256()
+    for path in sorted(Path(folder).iterdir()):
+        if path.is_file():
+            stat = path.stat()
+            digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _note(message: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(message, highlight=False)
 
 
 def _answer(generator, conversations, images, settings: GenerationSettings, start: int) -> list[dict[str, Any]]:

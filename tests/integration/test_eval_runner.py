@@ -25,7 +25,7 @@ def _settings(model, **kw):
 
 
 def test_answers_are_written_as_they_go_and_a_rerun_resumes(tiny_checkpoint, questions, tmp_path, monkeypatch):
-    from align.eval.runner import generate_answers
+    from align.eval.runner import answers_provenance, generate_answers
     from data_builders.generate import Generator
 
     ids = [json.loads(line)["question_id"] for line in questions.read_text().splitlines()]
@@ -36,6 +36,8 @@ def test_answers_are_written_as_they_go_and_a_rerun_resumes(tiny_checkpoint, que
     full = (tmp_path / "full.jsonl").read_text().splitlines()
     assert [json.loads(line)["question_id"] for line in full] == ids
     partial.write_text("\n".join(full[:3]) + "\n" + full[3][:10])
+    made_by = answers_provenance(questions, _settings(tiny_checkpoint("llava")))  # what the killed run recorded
+    out.with_name("answers.jsonl.made-by.json").write_text(json.dumps(made_by))
     asked = []
     original = Generator.generate
 
@@ -51,6 +53,27 @@ def test_answers_are_written_as_they_go_and_a_rerun_resumes(tiny_checkpoint, que
     assert sorted(r["question_id"] for r in rows) == sorted(ids)
     assert {r["question_id"]: r["text"] for r in rows} == {json.loads(x)["question_id"]: json.loads(x)["text"]
                                                            for x in full}  # greedy: the same answers
+
+
+def test_answers_made_by_another_model_are_discarded_not_mixed(tiny_checkpoint, questions, tmp_path, capsys):
+    """Model A answered 3 of 6 questions and was killed; a rerun with model B into the same file answers all 6
+    with B and says so. A finished file of A is not returned for B either."""
+    from align.eval.runner import answers_provenance, generate_answers
+
+    a, b = tiny_checkpoint("llava"), tiny_checkpoint("llava", seed=1)
+    want_b = generate_answers(questions, tmp_path / "b.jsonl", _settings(b), progress=False).read_text()
+    full_a = generate_answers(questions, tmp_path / "a.jsonl", _settings(a), progress=False).read_text()
+    out = tmp_path / "answers.jsonl"
+    out.with_name("answers.jsonl.partial").write_text("".join(full_a.splitlines(keepends=True)[:3]))
+    out.with_name("answers.jsonl.made-by.json").write_text(json.dumps(answers_provenance(questions, _settings(a))))
+    capsys.readouterr()
+    generate_answers(questions, out, _settings(b), progress=False)
+    assert "holds answers made otherwise (model, model_files); answering again" in capsys.readouterr().err
+    assert out.read_text() == want_b
+    generate_answers(questions, out, _settings(a), progress=False)  # the finished file of B, asked for A
+    assert out.read_text() == full_a
+    generate_answers(questions, out, _settings(a, seed=5), progress=False)
+    assert "(generation)" in capsys.readouterr().err
 
 
 def test_likelihood_mode_compares_yes_and_no(tiny_checkpoint, questions, tmp_path):
