@@ -216,7 +216,8 @@ def write_run_json(folder: str | Path, command: str, config: dict[str, Any], ext
 
 def no_empty_output_on_failure(run):
     """Decorator of the `run_*` functions (config first): when the run fails, an output folder it created and left
-    empty is removed, so a config or data error leaves nothing behind. Checkpoints a run wrote stay (they resume)."""
+    empty (or holding only the start record of a run that never reached a checkpoint) is removed, so a config or
+    data error leaves nothing behind. Checkpoints a run wrote stay, with their record (they resume)."""
     import functools
 
     @functools.wraps(run)
@@ -227,6 +228,10 @@ def no_empty_output_on_failure(run):
             return run(config, *args, **kwargs)
         except BaseException:
             if out is not None and not existed and out.is_dir() and is_main_process():
+                record = out / "run.json"
+                if record.is_file() and not any(out.glob("checkpoint-*")) \
+                        and json.loads(record.read_text(encoding="utf-8")).get("complete") is False:
+                    record.unlink()  # the start record of a run that failed before its first checkpoint
                 for folder in sorted((p for p in out.rglob("*") if p.is_dir()), reverse=True):
                     if not any(folder.iterdir()):
                         folder.rmdir()

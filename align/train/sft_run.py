@@ -9,14 +9,15 @@ current one continues from its last checkpoint.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
+from align.config import config_to_dict
 from align.errors import ConfigError
 from align.train.common import no_empty_output_on_failure
+from align.train.run_state import check_resume, last_complete_checkpoint, start_record
 from align.train.sft import AlignSFTConfig
 
 
@@ -73,17 +74,6 @@ def plan_stages(config: AlignSFTConfig) -> list[StagePlan]:
     return plans
 
 
-def _finished(stage_dir: Path) -> bool:
-    run = stage_dir / "run.json"
-    return run.is_file() and json.loads(run.read_text(encoding="utf-8")).get("complete", False)
-
-
-def _last_checkpoint(stage_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(stage_dir)) if stage_dir.is_dir() else None
-
-
 @no_empty_output_on_failure
 def run_sft(config: AlignSFTConfig, resume: bool = False, progress: bool = True) -> Path:
     """Train every stage; returns the folder of the final model (full checkpoint or PEFT adapter)."""
@@ -94,7 +84,7 @@ def run_sft(config: AlignSFTConfig, resume: bool = False, progress: bool = True)
     for plan in plans:
         if not plan.config.data:
             raise ConfigError(f"stage {plan.index} ({plan.name}): no data (--data PATH, `data:` or the stage's data)")
-        if not (resume and _finished(plan.output_dir)):
+        if not (resume and check_resume(plan.output_dir, config_to_dict(plan.config))):
             train_stage(plan, model_path, resume=resume, progress=progress, n_stages=len(plans))
         if plan is not plans[-1]:  # the next stage loads this one's model (an adapter merged into its base)
             model_path = _loadable(plan.output_dir)
@@ -132,6 +122,7 @@ def train_stage(plan: StagePlan, model_path: str, resume: bool, progress: bool, 
     from align.train.sft_data import load_sft_data
 
     cfg = plan.config
+    settings = config_to_dict(cfg)  # as resolved: the trainer later fills some fields in
     prepare_deepspeed(cfg.deepspeed)  # before the model loads (ZeRO-3 partitions it there) and the Trainer
     main = is_main_process()
     torch.set_flush_denormal(True)
@@ -157,16 +148,16 @@ def train_stage(plan: StagePlan, model_path: str, resume: bool, progress: bool, 
         processing_class=processor,
         family=family,
     )
-    checkpoint = _last_checkpoint(plan.output_dir) if resume else None
+    checkpoint = last_complete_checkpoint(plan.output_dir) if resume else None
+    start_record(plan.output_dir, "sft", settings)
     label = "sft" if n_stages == 1 else f"sft stage {plan.index}/{n_stages}"
     with training_progress(trainer, label, enabled=progress):
         result = trainer.train(resume_from_checkpoint=checkpoint)
     _save_final(trainer, plan.output_dir)
     if main:
-        from align.config import config_to_dict
         from align.train.common import write_run_json
 
-        write_run_json(plan.output_dir, "sft", config_to_dict(cfg), {
+        write_run_json(plan.output_dir, "sft", settings, {
             "complete": True, "stage": plan.index, "stage_name": plan.name, "family": family, "policy": policy,
             "base_model": model_path, "rows": len(data), "dropped_rows": data.dropped,
             "resumed_from": checkpoint, "train_loss": result.training_loss,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from align.config import config_to_dict
 from align.errors import ConfigError
 from align.train.common import no_empty_output_on_failure
 from align.train.dpo.config import AlignDPOConfig
+from align.train.run_state import check_resume, last_complete_checkpoint, start_record
 
 
 @no_empty_output_on_failure
@@ -25,7 +27,7 @@ def run_dpo(config: AlignDPOConfig, resume: bool = False, progress: bool = True)
     from align.train.dpo.variants import get_variant
     from align.train.progress import training_progress
     from align.train.run_config import apply_policy_and_report
-    from align.train.sft_run import _last_checkpoint, _save_final, natural_policy
+    from align.train.sft_run import _save_final, natural_policy
 
     cfg = config
     if not cfg.model:
@@ -36,6 +38,9 @@ def run_dpo(config: AlignDPOConfig, resume: bool = False, progress: bool = True)
         raise ConfigError("output_dir is required (--output-dir DIR)")
     variant = get_variant(cfg.variant)
     out = Path(cfg.output_dir)
+    settings = config_to_dict(cfg)  # as resolved: the trainers later fill some fields in
+    if resume and check_resume(out, settings):
+        return out  # this run, finished already
     prepare_deepspeed(cfg.deepspeed)
     main = is_main_process()
     torch.set_flush_denormal(True)
@@ -93,15 +98,15 @@ def run_dpo(config: AlignDPOConfig, resume: bool = False, progress: bool = True)
         ref_cache=ref_cache,
         show_progress=progress,
     )
-    checkpoint = _last_checkpoint(out) if resume else None
+    checkpoint = last_complete_checkpoint(out) if resume else None
+    start_record(out, "dpo", settings)
     with training_progress(trainer, f"dpo {cfg.variant}", enabled=progress):
         result = trainer.train(resume_from_checkpoint=checkpoint)
     _save_final(trainer, out)
     if main:
-        from align.config import config_to_dict
         from align.train.common import write_run_json
 
-        write_run_json(out, "dpo", config_to_dict(cfg), {
+        write_run_json(out, "dpo", settings, {
             "complete": True, "variant": cfg.variant, "family": family, "policy": policy,
             "base_model": cfg.model, "reference": _reference_name(cfg, model, ref_model),
             "reference_cache": trainer.ref_cache_status, "rows": len(data), "dropped_rows": data.dropped,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from align.config import config_to_dict
 from align.errors import ConfigError, ModelError
 from align.train.common import no_empty_output_on_failure
 from align.train.ppo.config import AlignPPOConfig
+from align.train.run_state import check_resume, last_complete_checkpoint, start_record
 
 
 @no_empty_output_on_failure
@@ -27,13 +29,16 @@ def run_ppo(config: AlignPPOConfig, resume: bool = False, progress: bool = True)
     from align.train.progress import training_progress
     from align.train.reward.prompts import read_fact_captions
     from align.train.run_config import apply_policy_and_report
-    from align.train.sft_run import _last_checkpoint, _loadable, _save_final
+    from align.train.sft_run import _loadable, _save_final
 
     cfg = config
     for key in ("model", "data", "output_dir"):
         if not getattr(cfg, key):
             raise ConfigError(f"{key} is required (--{key.replace('_', '-')} or `{key}:` in the recipe)")
     out = Path(cfg.output_dir)
+    settings = config_to_dict(cfg)  # as resolved: the trainers later fill some fields in
+    if resume and check_resume(out, settings):
+        return out  # this run, finished already
     reward_funcs = load_reward_funcs(cfg.reward_funcs)  # before anything loads: a bad path fails at once
     prompts = load_prompt_data(cfg.data, cfg.image_root)
     fact_captions = read_fact_captions(cfg.fact_captions) if cfg.fact_captions else None
@@ -61,16 +66,16 @@ def run_ppo(config: AlignPPOConfig, resume: bool = False, progress: bool = True)
         reward_model=reward_model, reward_funcs=reward_funcs, reward_weights=cfg.reward_weights,
         ref_model=ref_model, fact_captions=fact_captions,
     )
-    checkpoint = _last_checkpoint(out) if resume else None
+    checkpoint = last_complete_checkpoint(out) if resume else None
+    start_record(out, "ppo", settings)
     with training_progress(trainer, "ppo", enabled=progress):
         result = trainer.train(resume_from_checkpoint=checkpoint)
     _save_final(trainer, out)
     if main:
-        from align.config import config_to_dict
         from align.train.common import write_run_json
 
         steps = max(result.global_step, 1)
-        write_run_json(out, "ppo", config_to_dict(cfg), {
+        write_run_json(out, "ppo", settings, {
             "complete": True, "family": family, "policy": cfg.train, "base_model": cfg.model,
             "reference": cfg.ref_model or ("adapter-disabled policy" if ref_model is None else start),
             "reward_model": cfg.reward_model, "reward_funcs": list(cfg.reward_funcs),

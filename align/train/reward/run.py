@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from align.config import config_to_dict
 from align.errors import ConfigError
 from align.train.common import no_empty_output_on_failure
 from align.train.reward.config import AlignRewardConfig
+from align.train.run_state import check_resume, last_complete_checkpoint, start_record
 
 
 @no_empty_output_on_failure
@@ -25,13 +27,16 @@ def run_reward(config: AlignRewardConfig, resume: bool = False, progress: bool =
     from align.train.reward.prompts import resolve_reward_prompt
     from align.train.reward.trainer import RewardModelTrainer, pair_accuracy
     from align.train.run_config import apply_policy_and_report
-    from align.train.sft_run import _last_checkpoint, _save_final
+    from align.train.sft_run import _save_final
 
     cfg = config
     for key in ("model", "data", "output_dir"):
         if not getattr(cfg, key):
             raise ConfigError(f"{key} is required (--{key.replace('_', '-')} or `{key}:` in the recipe)")
     out = Path(cfg.output_dir)
+    settings = config_to_dict(cfg)  # as resolved: the trainers later fill some fields in
+    if resume and check_resume(out, settings):
+        return out  # this run, finished already
     prepare_deepspeed(cfg.deepspeed)
     main = is_main_process()
     torch.set_flush_denormal(True)
@@ -61,16 +66,16 @@ def run_reward(config: AlignRewardConfig, resume: bool = False, progress: bool =
         compute_metrics=pair_accuracy if eval_data else None,
         center_coef=cfg.center_coef,
     )
-    checkpoint = _last_checkpoint(out) if resume else None
+    checkpoint = last_complete_checkpoint(out) if resume else None
+    start_record(out, "reward", settings)
     with training_progress(trainer, "reward", enabled=progress):
         result = trainer.train(resume_from_checkpoint=checkpoint)
     metrics = trainer.evaluate() if eval_data is not None else {}
     _save_final(trainer, out)
     if main:
-        from align.config import config_to_dict
         from align.train.common import write_run_json
 
-        write_run_json(out, "reward", config_to_dict(cfg), {
+        write_run_json(out, "reward", settings, {
             "complete": True, "family": family, "policy": cfg.train, "base_model": cfg.model, "rows": len(data),
             "dropped_rows": data.dropped, "eval_rows": len(eval_data) if eval_data else None,
             "eval_accuracy": metrics.get("eval_accuracy"), "resumed_from": checkpoint,
