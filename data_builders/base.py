@@ -185,9 +185,11 @@ def _write_chunk(path: Path, payload: dict) -> None:
     atomic_write_text(path, json.dumps(payload, ensure_ascii=False, sort_keys=True) + "\n")
 
 
-def run_build(builder: Builder, command: str | None = None, progress: bool = True) -> BuildSummary:
-    """Build every chunk this rank owns, then (rank 0) assemble and write the output folder."""
-    from align.data.io import input_dataset_info, read_records, write_records
+def run_build(builder: Builder, command: str | None = None, progress: bool = True,
+              overwrite: bool = False) -> BuildSummary:
+    """Build every chunk this rank owns, then (rank 0) assemble and write the output folder. An existing `out`
+    that align did not write is refused unless `overwrite`."""
+    from align.data.io import check_output_target, input_dataset_info, read_records, write_records
     from align.data.schema import validate_records
 
     config = builder.config
@@ -196,6 +198,7 @@ def run_build(builder: Builder, command: str | None = None, progress: bool = Tru
     if not config.out:
         raise ConfigError("out is required (--out DIR)")
     out = Path(config.out)
+    check_output_target(out, overwrite)
     records = read_records(config.input, image_root=config.image_root)
     limit = config.limit or len(records)
     origins = records.origins[:limit]

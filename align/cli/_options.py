@@ -23,4 +23,8 @@ ImageRootOpt = Annotated[
 DeepSpeedOpt = Annotated[
     str | None, typer.Option("--deepspeed", help="zero2, zero3, zero3_offload or a DeepSpeed JSON file.")
 ]
+OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Replace an existing output that align did not write (a file, or a "
+                                           "folder without align's records).")
+]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in output_dir.")]

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from align.cli._options import ConfigOpt, ImageRootOpt, OverridesArg, SeedOpt
+from align.cli._options import ConfigOpt, ImageRootOpt, OverridesArg, OverwriteOpt, SeedOpt
 
 
 def build_pairs(
@@ -21,6 +21,7 @@ def build_pairs(
     seed: SeedOpt = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Use only the first N source rows.")] = None,
     config: ConfigOpt = None,
+    overwrite: OverwriteOpt = False,
     overrides: OverridesArg = None,
 ) -> None:
     """Build preference pairs; resumable (rerun the same command after an interruption) and deterministic."""
@@ -41,6 +42,6 @@ def build_pairs(
     )
     cfg.method = method
     init_distributed_if_launched()
-    summary = run_build(cls(cfg))
+    summary = run_build(cls(cfg), overwrite=overwrite)
     if summary.out is not None and summary.pairs_written:
         print_summary(method, summary)

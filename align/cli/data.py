@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from align.cli._options import ConfigOpt, ImageRootOpt, OverridesArg, SeedOpt
+from align.cli._options import ConfigOpt, ImageRootOpt, OverridesArg, OverwriteOpt, SeedOpt
 
 app = typer.Typer(help="Inspect datasets and generate the synthetic shapes world.", no_args_is_help=True)
 
@@ -34,6 +34,7 @@ def shapes(
         float | None, typer.Option("--cooccurrence", help="Probability that a planted partner shape co-occurs.")
     ] = None,
     config: ConfigOpt = None,
+    overwrite: OverwriteOpt = False,
     overrides: OverridesArg = None,
 ) -> None:
     """Generate the shapes world: images, sources, SFT conversations and POPE-style probes."""
@@ -46,6 +47,9 @@ def shapes(
         flags={"n": n, "seed": seed, "image_size": image_size, "cooccurrence": cooccurrence},
         overrides=overrides or [],
     )
+    from align.data.io import check_output_target
+
+    check_output_target(out, overwrite)
     counts = generate_shapes_world(cfg, out)
     _print_counts(f"shapes world -> {out}", counts)
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from align.cli._options import ConfigOpt, DeepSpeedOpt, ImageRootOpt, OverridesArg, ResumeOpt
+from align.cli._options import ConfigOpt, DeepSpeedOpt, ImageRootOpt, OverridesArg, OverwriteOpt, ResumeOpt
 
 
 def dpo(
@@ -21,6 +21,7 @@ def dpo(
     deepspeed: DeepSpeedOpt = None,
     image_root: ImageRootOpt = None,
     resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
     overrides: OverridesArg = None,
 ) -> None:
     """Align a VLM with preference pairs: TRL's DPO losses, or a variant such as RLHF-V's DDPO."""
@@ -38,6 +39,6 @@ def dpo(
                "image_root": str(image_root) if image_root else None},
         overrides=overrides or [],
     )
-    out = run_dpo(cfg, resume=resume)
+    out = run_dpo(cfg, resume=resume, overwrite=overwrite)
     if is_main_process():
         typer.echo(f"model written to {out}")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from align.cli._options import OverridesArg
+from align.cli._options import OverridesArg, OverwriteOpt
 from align.eval import BENCHMARK_HELP, BENCHMARKS
 
 app = typer.Typer(help="Hallucination benchmarks: score answers, or generate them with a model first; compare runs.",
@@ -43,6 +43,7 @@ def _command(bench: str):
         max_new_tokens: TokensOpt = 128,
         prompt: PromptOpt = None,
         suffix: SuffixOpt = "",
+        overwrite: OverwriteOpt = False,
         overrides: OverridesArg = None,
     ) -> None:
         from align.eval.run import evaluate_benchmark
@@ -55,7 +56,7 @@ def _command(bench: str):
                                             max_new_tokens=max_new_tokens, prompt=prompt,
                                             suffix=suffix.replace("\\n", "\n"), mode=mode)
         path = evaluate_benchmark(bench, answers=answers, questions=questions, out=out, generation=generation,
-                                  overrides=overrides or [])
+                                  overrides=overrides or [], overwrite=overwrite)
         typer.echo(f"metrics written to {path}")
 
     run.__doc__ = f"{BENCHMARK_HELP[bench]} Scores --answers, or generates them with --model first; key=value " \

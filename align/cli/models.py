@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from align.cli._options import OverwriteOpt
+
 app = typer.Typer(help="Build tiny random checkpoints and describe models.", no_args_is_help=True)
 
 
@@ -17,11 +19,14 @@ def tiny(
     seed: Annotated[int, typer.Option("--seed", help="Random seed for weights and tokenizer.")] = 0,
     size: Annotated[str | None, typer.Option(
         "--size", help="llava only: tiny (default, 0.24M parameters), small (0.89M) or base (20.5M).")] = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Build a tiny random checkpoint of FAMILY offline: config, safetensors, tokenizer, processor, chat template."""
+    from align.data.io import check_output_target
     from align.models.report import print_model_summary
     from align.models.tiny import build_tiny_atomic
 
+    check_output_target(out, overwrite)
     path = build_tiny_atomic(family, out, seed=seed, size=size)
     print_model_summary(path, title=f"tiny {family} -> {path}")
 
@@ -61,9 +66,12 @@ def merge(
     base: Annotated[
         str | None, typer.Option("--base", help="Base model; default: the one recorded in adapter_config.json.")
     ] = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Fold a LoRA adapter into its base model; the result loads with plain transformers."""
+    from align.data.io import check_output_target
     from align.models.merge import merge_adapter
 
+    check_output_target(out, overwrite)
     path = merge_adapter(adapter, out, base=base)
     typer.echo(f"merged model written to {path}")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from align.cli._options import ConfigOpt, DeepSpeedOpt, ImageRootOpt, OverridesArg, ResumeOpt
+from align.cli._options import ConfigOpt, DeepSpeedOpt, ImageRootOpt, OverridesArg, OverwriteOpt, ResumeOpt
 
 
 def ppo(
@@ -27,6 +27,7 @@ def ppo(
     deepspeed: DeepSpeedOpt = None,
     image_root: ImageRootOpt = None,
     resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
     overrides: OverridesArg = None,
 ) -> None:
     """Optimise a policy with PPO: rollouts with images, KL-shaped rewards, GAE, a critic started from the
@@ -45,6 +46,6 @@ def ppo(
                **{k: str(v) if v else None for k, v in paths.items()}},
         overrides=overrides or [],
     )
-    out = run_ppo(cfg, resume=resume)
+    out = run_ppo(cfg, resume=resume, overwrite=overwrite)
     if is_main_process():
         typer.echo(f"policy written to {out}")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from align.cli._options import ConfigOpt, DeepSpeedOpt, ImageRootOpt, OverridesArg, ResumeOpt
+from align.cli._options import ConfigOpt, DeepSpeedOpt, ImageRootOpt, OverridesArg, OverwriteOpt, ResumeOpt
 
 
 def reward(
@@ -24,6 +24,7 @@ def reward(
     deepspeed: DeepSpeedOpt = None,
     image_root: ImageRootOpt = None,
     resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
     overrides: OverridesArg = None,
 ) -> None:
     """Train a reward model: a zero-initialised scalar head on a VLM, read at the last token of (image,
@@ -43,6 +44,6 @@ def reward(
                **{k: str(v) if v else None for k, v in paths.items()}},
         overrides=overrides or [],
     )
-    out = run_reward(cfg, resume=resume)
+    out = run_reward(cfg, resume=resume, overwrite=overwrite)
     if is_main_process():
         typer.echo(f"reward model written to {out}")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from align.cli._options import ConfigOpt, DeepSpeedOpt, ImageRootOpt, OverridesArg
+from align.cli._options import ConfigOpt, DeepSpeedOpt, ImageRootOpt, OverridesArg, OverwriteOpt
 
 
 def sft(
@@ -24,6 +24,7 @@ def sft(
     image_root: ImageRootOpt = None,
     resume: Annotated[bool, typer.Option("--resume", help="Skip finished stages; continue from the last checkpoint.")]
     = False,
+    overwrite: OverwriteOpt = False,
     overrides: OverridesArg = None,
 ) -> None:
     """Fine-tune a VLM on SFT conversations, training only the chosen parts, on the assistant turns only."""
@@ -41,6 +42,6 @@ def sft(
                "image_root": str(image_root) if image_root else None},
         overrides=overrides or [],
     )
-    out = run_sft(cfg, resume=resume)
+    out = run_sft(cfg, resume=resume, overwrite=overwrite)
     if is_main_process():
         typer.echo(f"model written to {out}")

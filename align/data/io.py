@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import glob
 import hashlib
 import json
 import math
@@ -47,11 +48,58 @@ def current_command() -> str:
     return " ".join(shlex.quote(a) if a != "python -m align" else a for a in argv)
 
 
+# Files and folders that mark an output as align's own (safe to replace): a dataset, a run, an evaluation, a model.
+OWN_MARKERS = ("dataset.json", "run.json", "metrics.json", "config.json", "settings.json", "adapter_config.json",
+               "answers.jsonl.made-by.json")
+
+
+def check_output_target(out: str | Path, overwrite: bool = False) -> None:
+    """Refuse to replace what align did not write: an existing file, or a non-empty folder without any of
+    `OWN_MARKERS`, unless `overwrite`. A missing path, an empty folder or align's own output is fine."""
+    out = Path(out)
+    if overwrite or not out.exists():
+        return
+    if not out.is_dir():
+        raise DataError(out, "exists and is a file, not an output folder; pass another path, or --overwrite to "
+                        "replace it")
+    own = any((out / marker).exists() for marker in OWN_MARKERS) or any(out.glob("checkpoint-*"))
+    if any(out.iterdir()) and not own:
+        raise DataError(out, "is a folder align did not write (no dataset.json, run.json, metrics.json or model); "
+                        "pass another path, or --overwrite to replace it")
+
+
+def remove_stale_temporaries(path: str | Path) -> None:
+    """Remove the temporaries an earlier process killed mid-write left beside `path` (`.NAME.tmp-PID`,
+    `.NAME.old-PID`) when that process is gone. Another live process's temporaries are left alone."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return
+    for candidate in path.parent.glob(f".{glob.escape(path.name)}.*-*"):
+        kind, _, pid = candidate.name[len(path.name) + 2:].partition("-")
+        if kind not in ("tmp", "old") or not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        if candidate.is_dir():
+            shutil.rmtree(candidate, ignore_errors=True)
+        else:
+            candidate.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def atomic_output_dir(out: str | Path, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary folder beside `out`; on success it replaces `out`, on any error it is removed."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -68,7 +116,10 @@ def atomic_output_dir(out: str | Path, overwrite: bool = True) -> Iterator[Path]
         old = out.parent / f".{out.name}.old-{os.getpid()}"
         os.replace(out, old)
         os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)  # a file replaced with --overwrite
     else:
         os.replace(tmp, out)
 
@@ -77,6 +128,7 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write a file through a temporary name and rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
@@ -143,6 +195,7 @@ def write_jsonl(path: str | Path, rows: Any) -> int:
     """Write rows (dicts) as JSON Lines through a temporary file; returns the row count."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
     n = 0
     with tmp.open("w", encoding="utf-8") as fh:

@@ -10,14 +10,17 @@ from align.errors import ConfigError
 
 def evaluate_benchmark(bench: str, answers: str | Path | None = None, questions: str | Path | None = None,
                        out: str | Path | None = None, generation=None, overrides: Sequence[str] = (),
-                       show: bool = True) -> Path:
+                       show: bool = True, overwrite: bool = False) -> Path:
     """Score `answers` (or generate them into `out/answers.jsonl` with `generation`, a GenerationSettings) on
     benchmark `bench`; writes `out/metrics.json` (default out: `eval-<bench>` beside the answers) and returns it."""
+    from align.data.io import check_output_target
     from align.eval import get_benchmark
     from align.eval.report import print_result, write_metrics
 
     evaluate = get_benchmark(bench)
     options = parse_options(overrides)
+    if out is not None:
+        check_output_target(out, overwrite)
     if (answers is None) == (generation is None):
         raise ConfigError("give either --answers FILE (score them) or --model PATH (generate them first)")
     if generation is not None:

@@ -215,14 +215,21 @@ def write_run_json(folder: str | Path, command: str, config: dict[str, Any], ext
 
 
 def no_empty_output_on_failure(run):
-    """Decorator of the `run_*` functions (config first): when the run fails, an output folder it created and left
-    empty (or holding only the start record of a run that never reached a checkpoint) is removed, so a config or
-    data error leaves nothing behind. Checkpoints a run wrote stay, with their record (they resume)."""
+    """Decorator of the `run_*` functions (config first). Before the run: an output_dir that align did not write is
+    refused unless `overwrite=True` (`check_output_target`). When the run fails, an output folder it created and
+    left empty (or holding only the start record of a run that never reached a checkpoint) is removed, so a config
+    or data error leaves nothing behind. Checkpoints a run wrote stay, with their record (they resume)."""
     import functools
 
     @functools.wraps(run)
-    def wrapper(config, *args, **kwargs):
+    def wrapper(config, *args, overwrite: bool = False, **kwargs):
+        from align.data.io import check_output_target
+
         out = Path(config.output_dir) if getattr(config, "output_dir", None) else None
+        if out is not None and is_main_process():
+            check_output_target(out, overwrite)
+            if overwrite and out.is_file():
+                out.unlink()
         existed = out is not None and out.exists()
         try:
             return run(config, *args, **kwargs)

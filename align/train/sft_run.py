@@ -172,7 +172,10 @@ def _save_final(trainer, output_dir: Path) -> None:
     Every rank takes part in the saving: under ZeRO-3 each holds a shard of the weights, gathered here."""
     from align.train.common import extra_trainables, keep_used_weight_conversions
 
-    tmp = output_dir / f".final-tmp-{os.getpid() if trainer.args.world_size == 1 else 'dist'}"
+    from align.data.io import remove_stale_temporaries
+
+    remove_stale_temporaries(output_dir / "final")  # `.final.tmp-PID` of a process killed while it saved
+    tmp = output_dir / f".final.tmp-{os.getpid() if trainer.args.world_size == 1 else 'dist'}"
     keep_used_weight_conversions(trainer.model)
     trainer.save_model(str(tmp))
     zero3 = trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3

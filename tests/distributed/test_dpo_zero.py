@@ -59,7 +59,7 @@ def test_mdpo_under_zero3_on_two_ranks_trains_only_the_policy(tiny_checkpoint, f
     assert run["reference"] == str(base)
     steps = [e for e in run["log_history"] if "loss" in e]
     assert len(steps) == 2 and all("loss/mdpo_conditional" in e for e in steps)
-    assert not list(out.glob(".final-tmp-*")), "the temporary save folder was left behind"
+    assert not list(out.glob(".final.tmp-*")), "the temporary save folder was left behind"
 
     def keys(folder: Path) -> set[str]:
         with safe_open(str(folder / "model.safetensors"), framework="pt") as f:

@@ -50,7 +50,7 @@ def test_ppo_on_two_ranks(tiny_checkpoint, shapes_world, reward_model, tmp_path,
     assert run["complete"] and run["global_step"] == 4 and len(run["reward_curve"]) == 2
     logged = [e for e in run["log_history"] if "rewards/reward_model" in e]
     assert logged and "rewards/align.train.ppo.rewards.shapes_color" in logged[0]
-    assert not list(out.glob(".final-tmp-*"))
+    assert not list(out.glob(".final.tmp-*"))
     lora = {k: v for k, v in load_file(str(out / "adapter_model.safetensors")).items() if "lora_B" in k}
     assert lora and all(v.numel() > 0 for v in lora.values())  # gathered whole, not empty ZeRO-3 shards
     assert any(v.abs().sum() > 0 for v in lora.values())

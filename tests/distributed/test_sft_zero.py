@@ -111,7 +111,7 @@ def test_zero_run_writes_a_checkpoint_that_trained_only_the_policy(mode, sft_run
     out = sft_run(mode)
     run = json.loads((out / "run.json").read_text())
     assert run["complete"] and run["policy"] == POLICY and run["global_step"] == 2
-    assert not list(out.glob(".final-tmp-*")), "the temporary save folder was left behind"
+    assert not list(out.glob(".final.tmp-*")), "the temporary save folder was left behind"
     assert AutoProcessor.from_pretrained(str(out)).chat_template
 
     # Whole weights under the base checkpoint's key names (ZeRO-3 gathers its shards; transformers would rename them).
