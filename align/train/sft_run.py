@@ -170,9 +170,8 @@ def train_stage(plan: StagePlan, model_path: str, resume: bool, progress: bool, 
 def _save_final(trainer, output_dir: Path) -> None:
     """Model (or adapter) + processor into a temporary folder, then moved into `output_dir` on the main rank.
     Every rank takes part in the saving: under ZeRO-3 each holds a shard of the weights, gathered here."""
-    from align.train.common import extra_trainables, keep_used_weight_conversions
-
     from align.data.io import remove_stale_temporaries
+    from align.train.common import extra_trainables, keep_used_weight_conversions
 
     remove_stale_temporaries(output_dir / "final")  # `.final.tmp-PID` of a process killed while it saved
     tmp = output_dir / f".final.tmp-{os.getpid() if trainer.args.world_size == 1 else 'dist'}"
