@@ -119,6 +119,12 @@ class Builder:
         return record
 
 
+def _same_text(pair: dict) -> bool:
+    from align.data.messages import completion_text
+
+    return completion_text(pair["chosen"]) == completion_text(pair["rejected"])
+
+
 def user_prompt(text: str, n_images: int = 1) -> list[dict]:
     return [{"role": "user", "content": [{"type": "image"}] * n_images + [{"type": "text", "text": text}]}]
 
@@ -203,7 +209,8 @@ def run_build(builder: Builder, command: str | None = None, progress: bool = Tru
     limit = config.limit or len(records)
     origins = records.origins[:limit]
     rows = list(records)[:limit]
-    validate_records(rows, "source", config.input, records.base_dir, config.image_root, False, origins)
+    # Images are decoded here, before any work, so a bad one stops the run at once and names its row.
+    validate_records(rows, "source", config.input, records.base_dir, config.image_root, True, origins)
     _check_required(builder, rows, origins)
     if builder.needs_model:
         builder.generator  # noqa: B018  (fail on a bad --model before any work)
@@ -233,9 +240,14 @@ def run_build(builder: Builder, command: str | None = None, progress: bool = Tru
                               random.Random(derive_seed(config.seed, builder.name, rows[j]["id"])))
                        for j in range(lo, lo + size)]
             built = builder.build(sources, chunk_seed=derive_seed(config.seed, builder.name, "chunk", i))
-            pairs = [p for b in built for p in b.pairs]  # validated with their images when the output is written
+            # Each pair keeps its source's file and row, so an error in it (a bad image) names the source row.
+            made = [(p, [str(s.origin), s.row]) for b, s in zip(built, sources, strict=True) for p in b.pairs]
             skipped = Counter(b.skipped for b in built if b.skipped)
-            _write_chunk(path, {"read": size, "pairs": pairs, "skipped": dict(skipped)})
+            kept = [(p, o) for p, o in made if not _same_text(p)]  # a generated rejected can equal the chosen
+            if len(kept) < len(made):
+                skipped["chosen equals rejected"] += len(made) - len(kept)
+            _write_chunk(path, {"read": size, "pairs": [p for p, _ in kept], "origins": [o for _, o in kept],
+                                "skipped": dict(skipped)})
             bar.advance(size)
     _barrier()
     summary = BuildSummary(out=out)
@@ -245,17 +257,23 @@ def run_build(builder: Builder, command: str | None = None, progress: bool = Tru
     if missing:
         raise DataError(work, f"{len(missing)} chunk(s) unfinished (first: {missing[0]}); rerun to resume")
     pairs: list[dict] = []
+    pair_origins: list[tuple[Path, int]] = []
     for i in range(n_chunks):
         chunk = json.loads(paths[i].read_text(encoding="utf-8"))
         summary.rows_read += chunk["read"]
         summary.skipped.update(chunk["skipped"])
         pairs.extend(chunk["pairs"])
+        pair_origins.extend((Path(file), row) for file, row in chunk["origins"])
     summary.pairs_written = len(pairs)
     if not pairs:
         raise DataError(config.input, f"method '{builder.name}' made no pairs from {summary.rows_read} rows "
                         f"(skipped: {dict(summary.skipped)})")
+    from align.data.io import Records
+
+    pairs = Records(pairs, path=config.input, base_dir=records.base_dir, image_root=config.image_root,
+                    origins=pair_origins)
     write_records(out, pairs, kind="preference", method=builder.name, settings=config.settings(),
-                  images=config.images, base_dir=records.base_dir, image_root=config.image_root,
+                  images=config.images, base_dir=records.base_dir, image_root=config.image_root, check_images=False,
                   counts_extra=summary.as_counts(), command=command)
     shutil.rmtree(work, ignore_errors=True)
     return summary

@@ -117,6 +117,10 @@ def show_dataset(path: str | Path, rows: int = 3, image_root: str | Path | None 
     from rich.text import Text
 
     records = load_records(path, image_root=image_root)
+    if not records:
+        from align.errors import DataError
+
+        raise DataError(path, "has no rows")
     kind = records.kind
     console = Console(highlight=False, emoji=False)
     method = (records.info or {}).get("method")

@@ -386,11 +386,12 @@ def write_records(
     overwrite: bool = True,
     counts_extra: Mapping[str, int] | None = None,
     command: str | None = None,
+    check_images: bool = True,
 ) -> Path:
     """Validate `records` as `kind` and write a dataset folder atomically; returns `out_dir`.
 
     `counts_extra` adds to dataset.json's counts (a builder's rows read and skipped); `command` overrides the
-    recorded command line.
+    recorded command line; `check_images=False` skips decoding images a caller has already checked.
 
     The folder holds data-0000K-of-0000N.parquet shards of `shard_size` rows (storage rules in
     align/data/storage.py), dataset.json, and with images="copy" an images/ folder (files named by content,
@@ -409,7 +410,7 @@ def write_records(
     columns = _image_columns(kind)
     out_dir = Path(out_dir)
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
-        validate_records(records, kind, where, base_dir, image_root, check_images=True, origins=origins)
+        validate_records(records, kind, where, base_dir, image_root, check_images=check_images, origins=origins)
         if images == "keep":
             _check_keep(records, columns, base_dir, image_root, out_dir, where)
         else:

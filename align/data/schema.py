@@ -180,6 +180,10 @@ def _check_conversation(value, record, column, ctx):
     replies = [m for m in value if m["role"] == "assistant"]
     if not replies:
         raise _Bad("no assistant message to learn from")
+    first = next(i for i, m in enumerate(value) if m["role"] != "system")
+    if value[first]["role"] != "user":
+        raise _Bad(f"message {first} is an {value[first]['role']} turn before any user turn; a conversation starts "
+                   "with the user (after an optional system message)")
     for i, message in enumerate(value):
         if message["role"] == "assistant" and not message_text(message).strip():
             raise _Bad(f"empty completion: assistant message {i} is empty or whitespace")
@@ -346,6 +350,10 @@ def validate_record(
     bad = _placeholder_check(record, kind)
     if bad is not None:
         raise DataError(path, bad[1], row=row, field=bad[0])
+    if kind == "preference" and completion_text(record["chosen"]) == completion_text(record["rejected"]) \
+            and record.get("corrupted_images") is None:
+        raise DataError(path, "chosen and rejected are the same text: the pair teaches nothing", row=row,
+                        field="rejected")
 
 
 def validate_records(

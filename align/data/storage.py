@@ -203,10 +203,15 @@ def read_jsonl(path: Path) -> tuple[list[dict], list[int]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise DataError(path, f"malformed JSON on line {number}: {exc.msg} (column {exc.colno})",
+                hint = ""
+                if not rows and line.lstrip().startswith("["):
+                    hint = "; the file holds one JSON array, not JSON Lines: name it .json, or write one object per line"
+                raise DataError(path, f"malformed JSON on line {number}: {exc.msg} (column {exc.colno}){hint}",
                                 row=number) from None
             if not isinstance(row, dict):
-                raise DataError(path, f"expected a JSON object on line {number}, got {type(row).__name__}",
+                hint = " (a JSON array: name the file .json, or write one object per line)" if isinstance(row, list) \
+                    else ""
+                raise DataError(path, f"expected a JSON object on line {number}, got {type(row).__name__}{hint}",
                                 row=number)
             rows.append(row)
             numbers.append(number)

@@ -43,9 +43,20 @@ def read_json(path: str | Path) -> Any:
     """A JSON file's value; a file that is not valid JSON is a DataError naming it and the line."""
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(_text(path))
     except json.JSONDecodeError as exc:
         raise DataError(path, f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
+
+
+def _text(path: Path) -> str:
+    """The file as UTF-8 text; a byte that is not UTF-8 is a DataError naming its line."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise DataError(path, f"not UTF-8 text (byte 0x{data[exc.start]:02x} at line {line}); save it as UTF-8",
+                        row=line) from None
 
 
 def read_rows(path: str | Path) -> list[tuple[int, dict]]:
@@ -53,7 +64,7 @@ def read_rows(path: str | Path) -> list[tuple[int, dict]]:
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "no such file")
-    text = path.read_text(encoding="utf-8")
+    text = _text(path)
     rows: list[tuple[int, Any]]
     loaded = None
     if path.suffix == ".json":
@@ -92,6 +103,9 @@ def index_by_id(path: str | Path, rows: Sequence[tuple[int, dict]], id_fields: S
         if key is None:
             raise DataError(path, f"no id: expected one of {', '.join(id_fields)}", row=number)
         value = row[key]
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise DataError(path, f"{key} must be a string or a number, got {type(value).__name__} {value!r}",
+                            row=number, field=key)
         if value in out:
             raise DataError(path, f"{key} {value!r} appears twice", row=number, field=key)
         out[value] = row
@@ -136,8 +150,14 @@ def align_answers(answers_path: str | Path, answers: dict[Any, dict], questions_
     first missing id and how many are missing); answers to unknown ids are an error unless `allow_extra`."""
     missing = [key for key in questions if key not in answers]
     if missing:
+        as_text = {str(key): key for key in answers}
+        twin = as_text.get(str(missing[0]))
+        kind = {str: "text", int: "a number", float: "a number"}
+        hint = f"; the answers write it {twin!r} ({kind.get(type(twin), type(twin).__name__)}), the questions " \
+               f"{missing[0]!r} ({kind.get(type(missing[0]), type(missing[0]).__name__)}): write the ids the same " \
+               "way" if twin is not None else ""
         raise DataError(answers_path, f"no answer for id {missing[0]!r} of {questions_path} ({len(missing)} of "
-                        f"{len(questions)} questions unanswered)")
+                        f"{len(questions)} questions unanswered){hint}")
     if not allow_extra:
         extra = [key for key in answers if key not in questions]
         if extra:

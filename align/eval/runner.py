@@ -60,6 +60,8 @@ def generate_answers(questions: str | Path, out: str | Path, settings: Generatio
     questions = Path(questions)
     out = Path(out)
     rows = read_rows(questions)
+    if not rows:
+        raise DataError(questions, "has no questions")
     by_id = index_by_id(questions, rows, ID_FIELDS)
     numbers = {id(row): number for number, row in rows}
     base_dir = Path(settings.image_root) if settings.image_root else questions.parent

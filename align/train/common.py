@@ -44,6 +44,13 @@ def resolve_deepspeed(value: str | None) -> str | None:
         raise ConfigError(
             f"deepspeed: '{value}' is neither a preset ({', '.join(DEEPSPEED_PRESETS)}) nor an existing JSON file"
         )
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        where = f" (line {exc.lineno}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
+        raise ConfigError(f"deepspeed: {path} is not valid JSON{where}: {getattr(exc, 'msg', exc)}") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"deepspeed: {path} must hold a JSON object (DeepSpeed's config), got {type(config).__name__}")
     return str(path)
 
 

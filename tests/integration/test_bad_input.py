@@ -1,0 +1,89 @@
+"""The bad-input promise, kind by kind: exit 2, one `error:` line naming the file (and row and field where there
+is one), no traceback, nothing left behind at the output path."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("torch")
+
+
+def _lines(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def corpus(shapes_world, pairs):
+    """Bad files beside the world's images (so image paths resolve), one defect each."""
+    w = shapes_world
+    pope = [json.loads(line) for line in (w / "pope_all.jsonl").read_text().splitlines()[:3]]
+    sft = json.loads((w / "sft.jsonl").read_text().splitlines()[0])
+    sources = [json.loads(line) for line in (w / "sources.jsonl").read_text().splitlines()[:4]]
+    pair = json.loads((pairs / "fixed.jsonl").read_text().splitlines()[0])
+    files = {}
+    (w / "bad-utf8.jsonl").write_bytes(json.dumps(pope[0]).encode()[:-2] + b'\xff"}\n')
+    files["non-utf8"] = w / "bad-utf8.jsonl"
+    files["list-id"] = _lines(w / "bad-list-id.jsonl", [dict(pope[0], question_id=[1])])
+    files["empty"] = w / "bad-empty.jsonl"
+    files["empty"].write_text("")
+    files["text-ids"] = _lines(w / "bad-text-ids.jsonl", [{"question_id": str(q["question_id"]), "text": "yes"}
+                                                         for q in pope])
+    files["questions"] = _lines(w / "bad-questions.jsonl", pope)
+    files["array"] = w / "bad-array.jsonl"
+    files["array"].write_text(json.dumps([sft], indent=1))
+    files["assistant-first"] = _lines(w / "bad-assistant-first.jsonl", [dict(sft, messages=sft["messages"][::-1])])
+    files["same-text"] = _lines(pairs / "bad-same-text.jsonl", [dict(pair, rejected=pair["chosen"])])
+    files["bad-image"] = _lines(w / "bad-image.jsonl", sources[:2] + [dict(sources[2], images=["images/none.png"])])
+    files["bad-deepspeed"] = w / "bad-deepspeed.json"
+    files["bad-deepspeed"].write_text("{zero: 3")
+    return files
+
+
+CASES = {
+    "eval answers not UTF-8": (["eval", "shapes-pope", "--answers", "{non-utf8}", "--questions", "{questions}"],
+                               "not UTF-8 text", True),
+    "eval questions not UTF-8": (["eval", "shapes-pope", "--model", "{tiny}", "--questions", "{non-utf8}"],
+                                 "not UTF-8 text", True),
+    "eval question_id a list": (["eval", "shapes-pope", "--model", "{tiny}", "--questions", "{list-id}"],
+                                "question_id must be a string or a number", True),
+    "eval answer id a list": (["eval", "shapes-pope", "--answers", "{list-id}", "--questions", "{questions}"],
+                              "question_id must be a string or a number", True),
+    "eval empty questions": (["eval", "shapes-pope", "--model", "{tiny}", "--questions", "{empty}"],
+                             "has no questions", False),
+    "eval ids as text": (["eval", "shapes-pope", "--answers", "{text-ids}", "--questions", "{questions}"],
+                         "write the ids the same way", False),
+    "show empty file": (["data", "show", "{empty}"], "has no rows", False),
+    "show JSON array in .jsonl": (["data", "show", "{array}"], "holds one JSON array", True),
+    "show assistant first": (["data", "show", "{assistant-first}"], "before any user turn", True),
+    "sft assistant first": (["sft", "--model", "{tiny}", "--data", "{assistant-first}"], "before any user turn", True),
+    "dpo kl_data assistant first": (["dpo", "--variant", "halva", "--model", "{tiny}", "--data", "{pairs}",
+                                     "kl_data={assistant-first}"], "before any user turn", True),
+    "dpo chosen equals rejected": (["dpo", "--model", "{tiny}", "--data", "{same-text}"], "the same text", True),
+    "build-pairs bad image": (["build-pairs", "halva", "--input", "{bad-image}"], "none.png", True),
+    "sft bad deepspeed JSON": (["sft", "--model", "{tiny}", "--data", "{questions}", "--deepspeed", "{bad-deepspeed}"],
+                               "bad-deepspeed.json is not valid JSON", False),
+}
+OUT_FLAG = {"eval": "--out", "sft": "--output-dir", "dpo": "--output-dir", "build-pairs": "--out"}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_one_line_naming_the_place(case, corpus, tiny_checkpoint, pairs, run_cli, tmp_path):
+    args, message, names_row = CASES[case]
+    values = {**{k: str(v) for k, v in corpus.items()}, "tiny": str(tiny_checkpoint("llava")),
+              "pairs": str(pairs / "fixed.jsonl")}
+    argv = [a.format(**values) if "{" in a else a for a in args]
+    out = tmp_path / "out"
+    if argv[0] in OUT_FLAG:
+        argv += [OUT_FLAG[argv[0]], str(out)]
+    result = run_cli(*argv)
+    assert result.code == 2, result
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.err
+    assert "Traceback" not in result.err + result.out
+    if names_row:
+        assert ", row " in lines[0], lines[0]
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no work folder or temporary
