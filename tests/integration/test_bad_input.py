@@ -87,3 +87,32 @@ def test_bad_input_is_one_line_naming_the_place(case, corpus, tiny_checkpoint, p
         assert ", row " in lines[0], lines[0]
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no work folder or temporary
+
+
+@pytest.mark.parametrize("defect", ["not-an-image", "too-long"])
+def test_ppo_checks_every_prompt_before_the_first_rollout(defect, shapes_world, tiny_checkpoint, run_cli, tmp_path,
+                                                          monkeypatch):
+    """A prompt row whose image is not an image, or whose prompt is over max_prompt_length, stops `align ppo`
+    before anything trains, naming the row; the output folder is not left behind."""
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))  # ppo_rewards
+    rows = [json.loads(line) for line in (shapes_world / "sft.jsonl").read_text().splitlines()[:4]]
+    extra = []
+    if defect == "not-an-image":
+        (shapes_world / "notes.png").write_text("not a picture")
+        rows[2]["images"] = ["notes.png"]
+        message = "row 3, field 'images'"
+    else:
+        rows[2]["messages"][0]["content"][-1]["text"] = "Describe " + "very " * 300 + "carefully."
+        extra = ["max_prompt_length=256"]
+        message = "row 3, field 'prompt': the prompt is"
+    data = _lines(shapes_world / f"ppo-{defect}.jsonl", rows)
+    out = tmp_path / "out"
+    result = run_cli("ppo", "--model", tiny_checkpoint("llava"), "--data", data, "--reward-func", "ppo_rewards:length",
+                     "--output-dir", out, "max_steps=1", "per_device_train_batch_size=2", "rollout_batch_size=2",
+                     *extra)
+    assert result.code == 2, result
+    line = result.err.strip().splitlines()[-1]
+    assert line.startswith("error: ") and message in line, line
+    assert not out.exists()

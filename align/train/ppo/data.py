@@ -61,10 +61,30 @@ def load_prompt_data(path: str | Path, image_root: str | Path | None = None) -> 
     if kind not in ("prompt", "sft"):
         raise DataError(path, f"holds {kind} records; PPO reads prompt records (id, images, prompt) or SFT "
                         "records (their last assistant turn becomes the 'reference' column)")
-    validate_records(records, kind, path, records.base_dir, image_root, False, records.origins)
+    # Images are decoded now, before the first rollout: a bad one is an error naming its row, not a crash mid-run.
+    validate_records(records, kind, path, records.base_dir, image_root, True, records.origins)
     rows = [_from_sft(r, *o) if kind == "sft" else dict(r) for r, o in zip(records, records.origins, strict=True)]
     for record, (origin, row) in zip(rows, records.origins, strict=True):
         if record["prompt"][-1].get("role") != "user":
             raise DataError(origin, "the prompt must end with a user turn (the model answers it)", row=row,
                             field="prompt")
     return PromptData(rows, list(records.origins), records.base_dir, Path(image_root) if image_root else None)
+
+
+def check_prompt_lengths(prompts: PromptData, encoder, max_prompt_length: int | None, progress: bool = True) -> None:
+    """Every prompt, encoded with its images as the rollouts encode it, fits `max_prompt_length` tokens; the first
+    that does not is an error naming its row (checked before anything trains)."""
+    from align.progress import progress_task
+
+    if not max_prompt_length:
+        return
+    with progress_task("checking prompts", len(prompts), "rows", enabled=progress, transient=True) as task:
+        for index in range(len(prompts)):
+            length = int(encoder.encode([prompts.load(index)], add_generation_prompt=True)["input_ids"].shape[1])
+            if length > max_prompt_length:
+                path, row = prompts.origins[index]
+                raise DataError(path, f"the prompt is {length} tokens long, over max_prompt_length "
+                                f"{max_prompt_length}; raise it or shorten the prompt", row=row, field="prompt")
+            if task is not None:
+                task.advance()
+

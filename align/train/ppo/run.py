@@ -23,7 +23,7 @@ def run_ppo(config: AlignPPOConfig, resume: bool = False, progress: bool = True)
     from align.models.families import family_of
     from align.models.load import load_model_and_processor
     from align.train.common import is_main_process, prepare_deepspeed
-    from align.train.ppo.data import load_prompt_data
+    from align.train.ppo.data import check_prompt_lengths, load_prompt_data
     from align.train.ppo.rewards import load_reward_funcs
     from align.train.ppo.trainer import ActorCritic, AlignPPOTrainer
     from align.train.progress import training_progress
@@ -58,6 +58,7 @@ def run_ppo(config: AlignPPOConfig, resume: bool = False, progress: bool = True)
     if cfg.ref_model or not isinstance(policy, PeftModel):
         ref_model = load_model_and_processor(cfg.ref_model or start, dtype=cfg.dtype,
                                              attn_implementation=cfg.attn_implementation)[0]
+    check_prompt_lengths(prompts, ConversationEncoder(processor, family), cfg.max_prompt_length, progress and main)
     critic = _critic(cfg, family, start)
     trainer = AlignPPOTrainer(
         model=ActorCritic(policy, critic), args=cfg,
