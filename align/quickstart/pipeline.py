@@ -82,7 +82,7 @@ class QuickstartConfig:
     samples_per_image: int = 4
     sample_temperature: float = 0.8
     max_new_tokens: int = 160  # the longest exact caption is ~120 tokens; 80 cut 45% of them short
-    threads: int = 0  # 0: all cores
+    threads: int = 0  # 0: the cores other processes leave free, measured at the start of each step (align.cpu)
 
     def __post_init__(self) -> None:
         from align.errors import ConfigError
@@ -109,8 +109,6 @@ def run_quickstart(cfg: QuickstartConfig, console=None) -> dict[str, Any]:
     console = console or Console(file=sys.stdout)
     _quiet_libraries()
     torch.set_flush_denormal(True)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -146,7 +144,7 @@ def run_one_seed(cfg: QuickstartConfig, out: Path, console, board: ProgressBoard
     world = out / "world"
     check_settings(cfg, out)
     cost = estimated_seconds(cfg)
-    timer = _Timer(console, out / "log.txt", board)
+    timer = _Timer(console, out / "log.txt", board, cfg.threads)
     with timer("world", cost["world"]):
         if not (world / "dataset.json").is_file():
             generate_shapes_world(world_config(cfg), world)
@@ -413,13 +411,14 @@ def _write(path: Path, text: str) -> None:
 
 
 class _Timer:
-    """`with timer("what", seconds):` one step of the run: prints what runs and how long it took, counts as
+    """`with timer("what", seconds):` one step of the run: sets the thread count (`threads`, or the free cores
+    now when 0), prints what runs and how long it took, counts as
     `seconds` of estimated work on the progress board's overall bar, and sends the libraries' own output (per-step
     log dicts, warnings) to `log` instead of the console. Off a terminal, the overall estimate is printed after
     each step."""
 
-    def __init__(self, console, log: Path | None = None, board: ProgressBoard | None = None):
-        self.console, self.log, self.board = console, log, board
+    def __init__(self, console, log: Path | None = None, board: ProgressBoard | None = None, threads: int = 0):
+        self.console, self.log, self.board, self.threads = console, log, board, threads
 
     def skip(self, seconds: float) -> None:
         """Steps that will not run (no on-policy pairs): their estimated work counts as done."""
@@ -429,8 +428,14 @@ class _Timer:
 
     @contextlib.contextmanager
     def __call__(self, what: str, seconds: float = 0.0) -> Iterator[None]:
+        import torch
+
+        from align.cpu import thread_count
+
+        threads = thread_count(self.threads)  # before each step: a CPU shared since the last one gets fewer
+        torch.set_num_threads(threads)
         start = time.perf_counter()
-        self.console.print(f"[bold]{what}[/bold] ...")
+        self.console.print(f"[bold]{what}[/bold] ({threads} thread{'s' if threads > 1 else ''}) ...")
         with contextlib.ExitStack() as stack:
             if self.board is not None:
                 stack.enter_context(self.board.stage(seconds))
