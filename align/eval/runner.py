@@ -55,7 +55,6 @@ class GenerationSettings:
 def generate_answers(questions: str | Path, out: str | Path, settings: GenerationSettings,
                      progress: bool = True) -> Path:
     """Answer every question of `questions` into `out` (JSONL); returns `out`."""
-    from align.data.images import load_media
 
     questions = Path(questions)
     out = Path(out)
@@ -85,10 +84,6 @@ def generate_answers(questions: str | Path, out: str | Path, settings: Generatio
             _note(f"{what} holds answers made otherwise ({differs}); answering again")
             for path in (out, partial, record):
                 path.unlink(missing_ok=True)
-    if not record.is_file():
-        from align.data.io import atomic_write_text
-
-        atomic_write_text(record, json.dumps(made_by, indent=1, sort_keys=True) + "\n")
     done = _answered(partial, by_id)
     todo = [key for key in by_id if key not in done]
     if todo:
@@ -96,29 +91,50 @@ def generate_answers(questions: str | Path, out: str | Path, settings: Generatio
 
         generator = Generator(settings.model, adapter=settings.adapter, dtype=settings.dtype,
                               batch_size=settings.batch_size)
+        created = not out.parent.exists()
         out.parent.mkdir(parents=True, exist_ok=True)
-        from align.progress import progress_task
-
-        with open(partial, "a", encoding="utf-8") as sink, progress_task(
-                f"answering {questions.name}", len(by_id), "questions", completed=len(done), enabled=progress) as task:
-            for start in range(0, len(todo), settings.batch_size):
-                keys = todo[start:start + settings.batch_size]
-                conversations, images = [], []
-                for key in keys:
-                    row = by_id[key]
-                    text = row.get("text", settings.prompt) + settings.suffix
-                    conversations.append([{"role": "user", "content": [{"type": "image"},
-                                                                       {"type": "text", "text": text}]}])
-                    images.append([load_media(row["image"], base_dir, None, path=questions, row=numbers[id(row)],
-                                              field="image")])
-                answers = _answer(generator, conversations, images, settings, start)
-                for key, answer in zip(keys, answers, strict=True):
-                    sink.write(json.dumps({"question_id": key, **answer}) + "\n")
-                sink.flush()
-                if task is not None:
-                    task.advance(len(keys))
+        try:
+            _answer_into(partial, record, made_by, todo, by_id, numbers, questions, base_dir, generator, settings,
+                         len(done), progress)
+        except BaseException:
+            if partial.is_file() and partial.stat().st_size == 0:  # nothing answered: leave nothing behind
+                partial.unlink()
+                record.unlink(missing_ok=True)
+                if created and not any(out.parent.iterdir()):
+                    out.parent.rmdir()
+            raise
     os.replace(partial, out)
     return out
+
+
+def _answer_into(partial: Path, record: Path, made_by: dict, todo: list, by_id: dict, numbers: dict,
+                 questions: Path, base_dir: Path, generator, settings: GenerationSettings, done: int,
+                 progress: bool) -> None:
+    """Append the answers of `todo` to `partial` batch by batch (flushed, so a kill loses at most a batch)."""
+    from align.data.images import load_media
+    from align.data.io import atomic_write_text
+    from align.progress import progress_task
+
+    if not record.is_file():
+        atomic_write_text(record, json.dumps(made_by, indent=1, sort_keys=True) + "\n")
+    with open(partial, "a", encoding="utf-8") as sink, progress_task(
+            f"answering {questions.name}", len(by_id), "questions", completed=done, enabled=progress) as task:
+        for start in range(0, len(todo), settings.batch_size):
+            keys = todo[start:start + settings.batch_size]
+            conversations, images = [], []
+            for key in keys:
+                row = by_id[key]
+                text = row.get("text", settings.prompt) + settings.suffix
+                conversations.append([{"role": "user", "content": [{"type": "image"},
+                                                                   {"type": "text", "text": text}]}])
+                images.append([load_media(row["image"], base_dir, None, path=questions, row=numbers[id(row)],
+                                          field="image")])
+            answers = _answer(generator, conversations, images, settings, start)
+            for key, answer in zip(keys, answers, strict=True):
+                sink.write(json.dumps({"question_id": key, **answer}) + "\n")
+            sink.flush()
+            if task is not None:
+                task.advance(len(keys))
 
 
 def answers_provenance(questions: Path, settings: GenerationSettings) -> dict[str, Any]:

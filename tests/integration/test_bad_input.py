@@ -32,6 +32,7 @@ def corpus(shapes_world, pairs):
     files["text-ids"] = _lines(w / "bad-text-ids.jsonl", [{"question_id": str(q["question_id"]), "text": "yes"}
                                                          for q in pope])
     files["questions"] = _lines(w / "bad-questions.jsonl", pope)
+    files["missing-image"] = _lines(w / "bad-missing-image.jsonl", [dict(q, image="images/none.png") for q in pope])
     files["array"] = w / "bad-array.jsonl"
     files["array"].write_text(json.dumps([sft], indent=1))
     files["assistant-first"] = _lines(w / "bad-assistant-first.jsonl", [dict(sft, messages=sft["messages"][::-1])])
@@ -53,6 +54,8 @@ CASES = {
                               "question_id must be a string or a number", True),
     "eval empty questions": (["eval", "shapes-pope", "--model", "{tiny}", "--questions", "{empty}"],
                              "has no questions", False),
+    "eval image missing": (["eval", "shapes-pope", "--model", "{tiny}", "--questions", "{missing-image}"],
+                           "none.png", True),
     "eval ids as text": (["eval", "shapes-pope", "--answers", "{text-ids}", "--questions", "{questions}"],
                          "write the ids the same way", False),
     "show empty file": (["data", "show", "{empty}"], "has no rows", False),
