@@ -240,5 +240,8 @@ def progress_task(label: str, total: float, unit: str = "", completed: float = 0
         task = ProgressTask(board, label, total, unit, completed, weight, transient)
         try:
             yield task
-        finally:
+        except BaseException:
+            task.transient = True  # a failed task's last line would only stand between the user and the error
             task.close()
+            raise
+        task.close()

@@ -55,6 +55,8 @@ class GenerationSettings:
 def generate_answers(questions: str | Path, out: str | Path, settings: GenerationSettings,
                      progress: bool = True) -> Path:
     """Answer every question of `questions` into `out` (JSONL); returns `out`."""
+    from align.data.images import resolve_image
+
 
     questions = Path(questions)
     out = Path(out)
@@ -70,6 +72,7 @@ def generate_answers(questions: str | Path, out: str | Path, settings: Generatio
                             row=numbers[id(row)], field="text")
         if "image" not in row:
             raise DataError(questions, f"question {key!r} has no image", row=numbers[id(row)], field="image")
+        resolve_image(row["image"], base_dir, None, path=questions, row=numbers[id(row)], field="image")
     partial = out.with_name(out.name + ".partial")
     record = out.with_name(out.name + ".made-by.json")
     made_by = answers_provenance(questions, settings)

@@ -48,7 +48,9 @@ class _StepProgress(TrainerCallback):
             values = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in logs.items())
             self.task.board.print(f"{self.label} step {state.global_step}: {values}")
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
+        if failed and self.task is not None:
+            self.task.transient = True  # no closing line between the user and the error
         self._stack.close()
         self.task = None
 
@@ -65,6 +67,9 @@ def training_progress(trainer, label: str, enabled: bool = True) -> Iterator[Non
     trainer.add_callback(callback)
     try:
         yield
+    except BaseException:
+        callback.close(failed=True)
+        raise
     finally:
         callback.close()
         trainer.remove_callback(callback)
