@@ -206,6 +206,8 @@ def run_build(builder: Builder, command: str | None = None, progress: bool = Tru
     out = Path(config.out)
     check_output_target(out, overwrite)
     records = read_records(config.input, image_root=config.image_root)
+    if not records:
+        raise DataError(config.input, "has no rows")
     limit = config.limit or len(records)
     origins = records.origins[:limit]
     rows = list(records)[:limit]

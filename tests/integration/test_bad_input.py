@@ -119,3 +119,43 @@ def test_ppo_checks_every_prompt_before_the_first_rollout(defect, shapes_world, 
     line = result.err.strip().splitlines()[-1]
     assert line.startswith("error: ") and message in line, line
     assert not out.exists()
+
+
+# Every command that reads a records file x the ways a JSON Lines file can be broken.
+READERS = {
+    "data show": lambda f, tiny, out: ["data", "show", f],
+    "build-pairs": lambda f, tiny, out: ["build-pairs", "halva", "--input", f, "--out", out],
+    "sft": lambda f, tiny, out: ["sft", "--model", tiny, "--data", f, "--output-dir", out],
+    "dpo": lambda f, tiny, out: ["dpo", "--model", tiny, "--data", f, "--output-dir", out],
+    "reward": lambda f, tiny, out: ["reward", "--model", tiny, "--data", f, "--output-dir", out],
+    "ppo": lambda f, tiny, out: ["ppo", "--model", tiny, "--data", f, "--output-dir", out, "--reward-func",
+                                 "ppo_rewards:length"],
+}
+BROKEN = {
+    "not UTF-8": (b'{"id": "a", "caption": "caf\xe9"}\n', "not UTF-8 text"),
+    "malformed line": (b'{"id": "a"}\n{"id": "b",\n', "malformed JSON on line 2"),
+    "not an object": (b'{"id": "a"}\n"just text"\n', "expected a JSON object on line 2"),
+    "JSON array": (b'[\n  {"id": "a"}\n]\n', "holds one JSON array"),
+    "empty": (b"", "no rows"),
+    "missing": (None, "no such file"),
+}
+
+
+@pytest.mark.parametrize("reader", list(READERS))
+@pytest.mark.parametrize("defect", list(BROKEN))
+def test_every_reader_refuses_every_broken_file_the_same_way(reader, defect, tiny_checkpoint, run_cli, tmp_path,
+                                                             monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))  # ppo_rewards
+    content, message = BROKEN[defect]
+    path = tmp_path / "records.jsonl"
+    if content is not None:
+        path.write_bytes(content)
+    out = tmp_path / "out"
+    result = run_cli(*READERS[reader](path, tiny_checkpoint("llava"), out))
+    assert result.code == 2, result
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}") and message in lines[0], result.err
+    assert "Traceback" not in result.err + result.out
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
