@@ -70,7 +70,7 @@ def test_stages_advance_the_overall_task_by_their_weight():
 
 
 def test_no_library_behaviour_reads_an_environment_variable_but_the_launchers():
-    """DESIGN: no hidden switches. Only the launcher's rank variables are read (torchrun, accelerate, deepspeed)."""
+    """No hidden switches: behaviour is set by config or flags. Only the launcher's rank variables are read (torchrun, accelerate, deepspeed)."""
     allowed = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"}
     root = Path(__file__).resolve().parents[2]
     found = []
