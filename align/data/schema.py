@@ -1,6 +1,6 @@
 """The record contract, as data, and its validation.
 
-Three kinds of record (DESIGN.md section 3):
+Three kinds of record (README, Data format):
 - "preference": TRL's conversational preference format plus spans, scores, corrupted images, method and meta;
 - "sft": `id`, `images`, `messages` (user/assistant turns);
 - "source": what pair builders start from: `id`, `images` and caption / objects / question / answer / ...

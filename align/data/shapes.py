@@ -9,7 +9,7 @@ One call writes a folder the whole toolkit trains and evaluates on:
     world.json                     class prior, planted co-occurrences, measured statistics, bait classes
     dataset.json                   kind "shapes", counts, settings, files
 
-`write_shapes_probes(world)` then adds the EVALS 9.4 probes and attribute-level POPE to a generated world
+`write_shapes_probes(world)` then adds the probes (docs/benchmarks.md, Probes) and attribute-level POPE to a generated world
 (probes_{existence,color,count,relation,all}.jsonl, pope_attribute.jsonl, pope_object_attribute.jsonl) and
 chair_questions.jsonl (one captioning prompt per eval image), leaving the files above untouched.
 
@@ -570,7 +570,7 @@ def generate_shapes_world(config: ShapesConfig, out: str | Path) -> dict[str, in
 
 # ---------------------------------------------------------------------------- discriminative probes
 #
-# EVALS 9.4 (existence, colour, count, relation; one yes and one no question per image, so MME's acc+ has its
+# The probes of docs/benchmarks.md (existence, colour, count, relation; one yes and one no question per image, so MME's acc+ has its
 # pairs) and 9.2's attribute-level ShapesPOPE. They are written by `write_shapes_probes` into an existing world
 # by `generate_shapes_world` and, for worlds made before they existed, by `write_shapes_probes`; every question is a
 # pure function of the world's seed and sources.
@@ -667,7 +667,7 @@ def probe_questions(eval_sources: list[dict[str, Any]], config: ShapesConfig) ->
 def _attribute_negative(strategy: str, positive: tuple[str, str], asked: set[tuple[str, str]],
                         worn: set[str], rng: random.Random, frequency: Counter) -> tuple[str, str]:
     """One absent (colour, class) pair by POPE's rules. Adversarial: the positive's class in a colour it does not
-    have here, preferring a colour another object wears (EVALS 9.2's attribute adversarial)."""
+    have here, preferring a colour another object wears (ShapesPOPE's attribute adversarial, docs/benchmarks.md)."""
     valid = [(c, s) for s in vocab.CLASSES for c in vocab.COLORS if (c, s) not in asked]
     if strategy == "popular":
         return max(valid, key=lambda p: (frequency[p], -valid.index(p)))

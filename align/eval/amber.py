@@ -1,5 +1,5 @@
 """AMBER (Wang et al., 2023), the "LLM-free" benchmark: discriminative yes/no questions and generative
-descriptions, scored as its `inference.py` does (EVALS.md 5), without the spaCy similarity step ("AMBER-exact").
+descriptions, scored as its `inference.py` does (docs/benchmarks.md, AMBER), without the spaCy similarity step ("AMBER-exact").
 
 Questions file: AMBER's `data/annotations.json` (a JSON list, or JSONL) whose rows carry `id` and `type`:
 - discriminative rows {"id", "type": "discriminative-hallucination" | "discriminative-attribute-state" |
@@ -97,7 +97,7 @@ DEFAULTS: dict[str, Any] = {
 def parse_answer(text: str, normalize: bool = True) -> str:
     """The response as the official scorer sees it: it compares with "Yes" and "No" exactly and case-sensitively,
     and anything else is simply wrong (not a "No"). With `normalize`, a response whose first word is yes or no in
-    any case ("yes", "No.", "Yes, there is") becomes "Yes"/"No" first, as EVALS 5 asks; "Not really" stays as
+    any case ("yes", "No.", "Yes, there is") becomes "Yes"/"No" first, as the reference's exact comparison needs; "Not really" stays as
     written (its first word is "not")."""
     if not normalize:
         return text

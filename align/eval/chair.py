@@ -1,6 +1,6 @@
 """CHAIR (Rohrbach et al., EMNLP 2018): which objects a caption mentions, and how many of them are not in the image.
 
-The pipeline is CHAIR's `caption_to_words` (EVALS.md 2.3), with NLTK replaced by built-in rules so nothing is
+The pipeline is CHAIR's `caption_to_words` (docs/benchmarks.md, CHAIR), with NLTK replaced by built-in rules so nothing is
 downloaded:
 
 1. `tokenize`: lower-case, then split like NLTK's `word_tokenize` (punctuation and clitics such as "'s" and "n't"
@@ -27,7 +27,7 @@ Where this can differ from the NLTK ports (OPERA/HALVA), by design:
   never counts a singular bus; neither WordNet nor this does, so "wine glass(es)" merges directly and a singular
   bus counts. `reference_exact=true` restores the original's behaviour (and its synonym-list quirks).
 
-Metrics (`chair_metrics`, EVALS 2.5, OPERA's formulas): CHAIR_i and Recall are micro averages, repeated mentions
+Metrics (`chair_metrics`, OPERA's formulas): CHAIR_i and Recall are micro averages, repeated mentions
 count each time, Len is the mean number of tokens after phrase merging (OPERA prints it x100 of a 0.01 scale,
 i.e. this number). Ground truth per COCO image (`load_ground_truth`, 2.2): instance categories mapped through the
 synonym table, union the objects found in the image's reference captions by the same pipeline.
@@ -240,7 +240,7 @@ class Extraction(NamedTuple):
 
 
 def caption_to_objects(caption: str, vocab: ChairVocab) -> Extraction:
-    """CHAIR's `caption_to_words` (EVALS 2.3): tokenize, singularize, merge two-word phrases, apply the exclusions,
+    """CHAIR's `caption_to_words`: tokenize, singularize, merge two-word phrases, apply the exclusions,
     keep the synonyms. Positions index `words` and stay right after exclusions (the reference's `idxs` shift)."""
     tokens = [_singular(token, vocab) for token in tokenize(caption, vocab.split_hyphens)]
     words: list[str] = []
@@ -324,7 +324,7 @@ def score_captions(captions: Sequence[str], truths: Sequence[Collection[str]],
 def load_ground_truth(instances: Sequence[str | Path] = (), captions: Sequence[str | Path] = (),
                       vocab: ChairVocab | None = None,
                       image_ids: Collection[Hashable] | None = None) -> dict[Any, set[str]]:
-    """{COCO image id: canonical classes} (EVALS 2.2): instance categories through the synonym table, union the
+    """{COCO image id: canonical classes} (docs/benchmarks.md, CHAIR: Ground truth): instance categories through the synonym table, union the
     objects the image's reference captions mention. Several files of a kind are merged (train + val).
 
     Every image the files know gets an entry, even an empty one (COCO has images without instances), so a

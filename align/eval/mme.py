@@ -1,5 +1,5 @@
 """MME hallucination subset ("MME-Hall"): existence, count, position and color, scored as MME's own
-`eval_tool/calculation.py` does (EVALS.md 6.2).
+`eval_tool/calculation.py` does (docs/benchmarks.md, MME).
 
 Each subtask asks two questions per image, one whose answer is yes and one whose answer is no, so an answerer
 that always says "yes" gets half the questions right and no image right: acc 50, acc+ 0, score 50. acc+ is what

@@ -1,5 +1,5 @@
 """Object HalBench in rule mode ("ObjHal-rule"): RLHF-V's response- and mention-level hallucination rates with
-objects found by CHAIR's rules instead of GPT (EVALS.md 3).
+objects found by CHAIR's rules instead of GPT (docs/benchmarks.md, Object HalBench).
 
 Published Object HalBench numbers have gpt-3.5-turbo list the objects of each response; the official scripts fall
 back to CHAIR's `caption_to_words` without `--use_gpt`, and that is what runs here, so the figures are labelled
@@ -51,7 +51,7 @@ DEFAULTS: dict[str, Any] = {
     "unique_mentions": False,  # count each object once per response in Ment. (GPT mode's convention)
 }
 
-# RLAIF-V's synonyms_refine.txt adds these words to CHAIR's list (EVALS 2.1), each on the line of the category it
+# RLAIF-V's synonyms_refine.txt adds these words to CHAIR's list (docs/benchmarks.md, CHAIR: Code lineage), each on the line of the category it
 # names.
 REFINE_ADDITIONS: dict[str, str] = {
     "brother": "person", "pedestrian": "person", "coffee table": "dining table", "remote control": "remote",

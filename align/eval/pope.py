@@ -1,6 +1,6 @@
 """POPE (Li et al., EMNLP 2023): yes/no object-existence questions, the reference answer parser, and its metrics.
 
-Everything here follows EVALS.md section 1:
+Everything here follows POPE's reference code (docs/benchmarks.md, POPE):
 
 * `build_questions` builds the random / popular / adversarial splits with POPE's rules (1.1): the positives are
   the first `num_per_image` objects of each image in annotation order, each followed by one negative that is
@@ -43,7 +43,7 @@ from data_builders.vocab.vocabulary import article
 STRATEGIES: tuple[str, ...] = ("random", "popular", "adversarial")
 # POPE's template with the article made a placeholder; {object} is the raw object name ("a skis", as released).
 TEMPLATE = "Is there {article} {object} in the image?"
-# LLaVA appends this to every POPE question (EVALS 1.2); builders of LLaVA-style files add it themselves.
+# LLaVA appends this to every POPE question (docs/benchmarks.md, POPE: Files); builders of LLaVA-style files add it themselves.
 LLAVA_SUFFIX = "\nAnswer the question using a single word or phrase."
 
 # ------------------------------------------------------------------------------------- questions
@@ -107,7 +107,7 @@ def build_questions(objects_by_image: Mapping[Hashable, Sequence[str]], strategy
                     start_id: int = 1) -> list[dict[str, Any]]:
     """POPE questions for one negative strategy, rows `{question_id, image, text, label, category, target}`.
 
-    POPE's rules (EVALS 1.1), with the reference defaults:
+    POPE's rules (docs/benchmarks.md, POPE: Building the questions), with the reference defaults:
     1. keep images with at least `min_objects` (default `num_per_image`) distinct objects; if `num_images` is set,
        draw that many with `random.sample` (all of them, in input order, when it is None or larger);
     2. count each object's images (popularity) and, per object, how often every other object shares an image
@@ -191,7 +191,7 @@ def _negative(strategy: str, positive: str, taken: set[str], pool: Sequence[str]
 
 
 def parse_reference(text: str) -> str:
-    """POPE's and LLaVA's parser, reproduced exactly (EVALS 1.3): "yes" unless the first sentence has a "no".
+    """POPE's and LLaVA's parser, reproduced exactly (docs/benchmarks.md, POPE: Parsing): "yes" unless the first sentence has a "no".
 
     Only the text before the first "." is read, commas are removed, and it is split on single spaces
     (case-sensitive): the tokens "No", "no" or "not" give "no", anything else "yes". So "There is no dog" is no,

@@ -1,8 +1,8 @@
-"""Shapes-world benchmarks (EVALS section 9): ShapesPOPE, the 9.4 probes, and ShapesCHAIR (in shapes_chair.py).
+"""Shapes-world benchmarks (docs/benchmarks.md, The shapes world): ShapesPOPE, the probes, and ShapesCHAIR (in shapes_chair.py).
 
 The point of the shapes world is that its numbers mean the same as the real benchmarks' numbers, so nothing here
 re-implements a formula: yes/no answers go through align.eval.pope's reference parser, strict parser and metrics,
-and captions through align.eval.chair's extraction (EVALS 9.6). What this module adds is the shapes-world data:
+and captions through align.eval.chair's extraction (the mapping in docs/benchmarks.md). What this module adds is the shapes-world data:
 question files whose rows carry `category`/`probe`, the optional likelihood scoring a tiny model needs, and the
 AMBER and MME views of the probes.
 
@@ -156,7 +156,7 @@ def _scoring_note(scoring: str) -> str:
 
 
 def evaluate_pope(answers: str | Path, questions: str | Path | None = None, **options: Any) -> EvalResult:
-    """ShapesPOPE (EVALS 9.2): POPE's accuracy, precision, recall, F1 and yes-ratio over all questions, per
+    """ShapesPOPE: POPE's accuracy, precision, recall, F1 and yes-ratio over all questions, per
     category (random/popular/adversarial) and per probe (object/attribute).
 
     `questions` is a world's pope_*.jsonl (pope_all.jsonl, or pope_object_attribute.jsonl from
@@ -195,7 +195,7 @@ def evaluate_pope(answers: str | Path, questions: str | Path | None = None, **op
 
 
 def _amber(labels: Sequence[str], responses: Sequence[str], existence: bool) -> dict[str, float]:
-    """AMBER's discriminative view (EVALS 5.2) from align.eval.amber: positive = "No", the answer that catches a
+    """AMBER's discriminative view (docs/benchmarks.md, AMBER: Discriminative) from align.eval.amber: positive = "No", the answer that catches a
     hallucination; F1's epsilon as AMBER's (1e-3 in the existence block, else 1e-4). Returned as fractions."""
     eps = AMBER_EXISTENCE_EPS if existence else AMBER_EPS
     scores = amber_metrics(zip(labels, responses, strict=True), eps=eps)
@@ -211,7 +211,7 @@ def _mme(images: Sequence[str], labels: Sequence[str], answers: Sequence[str]) -
 
 
 def evaluate_probes(answers: str | Path, questions: str | Path | None = None, **options: Any) -> EvalResult:
-    """The EVALS 9.4 probes (existence, colour, count, relation; probes_all.jsonl from write_shapes_probes).
+    """The probes (existence, colour, count, relation; probes_all.jsonl from write_shapes_probes).
 
     Per probe type: POPE metrics (positive = yes), AMBER metrics (positive = no, prefixed amber_) and MME's
     acc/acc+/score (prefixed mme_), each computed by that benchmark's module. In text mode each view also parses

@@ -1,4 +1,4 @@
-"""ShapesCHAIR (EVALS 9.3): CHAIR on shapes-world captions, plus the attribute checks only exact ground truth allows.
+"""ShapesCHAIR (docs/benchmarks.md): CHAIR on shapes-world captions, plus the attribute checks only exact ground truth allows.
 
 Mentions come from align.eval.chair's `caption_to_objects` with the shapes vocabulary (9.1's synonyms, the
 `plus sign`/`half moon`/`round shape` merges, the generic safe words, hyphens split so "star-shaped" names a
@@ -51,7 +51,7 @@ ANSWER_IDS = ("question_id", "image_id", "id", "image")
 PROMPT_IDS = ("question_id", "id", "image_id")
 TEXT_FIELDS = ("caption", "text", "answer", "response", "output")
 SENTENCE_ENDS = frozenset({".", "!", "?", ";"})
-ADJECTIVE_WINDOW = 2  # colour words count in the 2 tokens before a shape noun (EVALS 9.1)
+ADJECTIVE_WINDOW = 2  # colour words count in the 2 tokens before a shape noun (docs/benchmarks.md, World and vocabulary)
 
 
 @lru_cache(maxsize=1)

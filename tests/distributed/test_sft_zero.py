@@ -2,7 +2,7 @@
 
 Every run trains the same tiny LLaVA on the same shapes data. Besides the checks of tests/integration/test_sft.py
 (the checkpoint loads with plain transformers, what the policy trains changed, the frozen vision tower is
-bit-identical), each run must train like 1 process x batch 4 without DeepSpeed (DESIGN.md 4.12): same losses,
+bit-identical), each run must train like 1 process x batch 4 without DeepSpeed (docs/contributing.md, Tests): same losses,
 same weights. The runs use AdamW with an epsilon far above every gradient, which makes it SGD with momentum
 (update = lr/eps * m, up to |g|/eps ~ 1e-6): linear in the gradients, so rounding differences between a sharded and
 an unsharded reduction stay at rounding size. With the usual epsilon the first steps are lr * sign(g), and a

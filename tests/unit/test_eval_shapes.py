@@ -1,4 +1,4 @@
-"""Shapes-world benchmarks: EVALS 9.5's sanity checks (oracle, always-yes, always-no, name-every-class captioner) on
+"""Shapes-world benchmarks: the sanity checks of docs/benchmarks.md (oracle, always-yes, always-no, name-every-class captioner) on
 a small generated world, attribute errors on hand-written captions worked out by hand, likelihood scoring, the
 9.4 probe files, and bad input.
 

@@ -2,7 +2,7 @@
 shape align was written for.
 
 When TRL is upgraded and this fails, read the new TRL code for the method named, adapt align/train/dpo/, and only
-then update the recorded signature here (DESIGN.md section 4.5: few overrides, pinned TRL, a seam test).
+then update the recorded signature here (docs/contributing.md: few overrides, pinned TRL, a seam test).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Outside dataset formats, one converter each, turned into records of the data contract (DESIGN.md section 3).
+"""Outside dataset formats, one converter each, turned into records of the data contract (README, Data format).
 
 `FORMATS` maps a format name to how to recognise its columns and how to convert its rows. A reader that sees
 rows it does not know asks `detect_format(columns)`; None means the rows are already in the contract.
