@@ -16,6 +16,14 @@ OverridesArg = Annotated[
     typer.Argument(help="Trailing key=value overrides (dotted keys for nested fields), applied last.",
                    show_default=False),
 ]
+def policies_help() -> str:
+    """The `--train` help, listed from the policy registry."""
+    from align.models.freeze import POLICIES
+
+    return f"Trainable parts: {', '.join(POLICIES)} (combine with +, e.g. lora+projector)."
+
+
+TrainOpt = Annotated[str | None, typer.Option("--train", help=policies_help())]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed.")]
 ImageRootOpt = Annotated[
     Path | None, typer.Option("--image-root", help="Folder that relative image paths resolve under.")

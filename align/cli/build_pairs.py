@@ -8,10 +8,11 @@ from typing import Annotated
 import typer
 
 from align.cli._options import ConfigOpt, ImageRootOpt, OverridesArg, OverwriteOpt, SeedOpt
+from data_builders import BUILDERS
 
 
 def build_pairs(
-    method: Annotated[str, typer.Argument(help="Builder: halva, povid, bpo, stic (see `align build-pairs --help`).")],
+    method: Annotated[str, typer.Argument(help=f"Builder: {', '.join(BUILDERS)}.")],
     input: Annotated[Path | None, typer.Option("--input", "-i", help="Source records (file or dataset folder).")]
     = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output dataset folder (written atomically).")]

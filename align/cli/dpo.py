@@ -7,17 +7,25 @@ from typing import Annotated
 
 import typer
 
-from align.cli._options import ConfigOpt, DeepSpeedOpt, ImageRootOpt, OverridesArg, OverwriteOpt, ResumeOpt
+from align.cli._options import (
+    ConfigOpt,
+    DeepSpeedOpt,
+    ImageRootOpt,
+    OverridesArg,
+    OverwriteOpt,
+    ResumeOpt,
+    TrainOpt,
+)
+from align.train.dpo.variants import VARIANTS
 
 
 def dpo(
-    variant: Annotated[str | None, typer.Option("--variant", "-v", help="dpo, ddpo, mdpo, hsa, stic, halva or povid.")] = None,
+    variant: Annotated[str | None, typer.Option("--variant", "-v", help=f"Variant: {', '.join(VARIANTS)}.")] = None,
     config: ConfigOpt = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Policy checkpoint: folder or hub id.")] = None,
     data: Annotated[Path | None, typer.Option("--data", "-d", help="Preference records (file or folder).")] = None,
     output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Where the model is written.")] = None,
-    train: Annotated[str | None, typer.Option("--train", help="Trainable parts: lora, projector+llm, all, ...")]
-    = None,
+    train: TrainOpt = None,
     deepspeed: DeepSpeedOpt = None,
     image_root: ImageRootOpt = None,
     resume: ResumeOpt = False,

@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from align.cli._options import ConfigOpt, DeepSpeedOpt, ImageRootOpt, OverridesArg, OverwriteOpt, ResumeOpt
+from align.cli._options import (
+    ConfigOpt,
+    DeepSpeedOpt,
+    ImageRootOpt,
+    OverridesArg,
+    OverwriteOpt,
+    ResumeOpt,
+    TrainOpt,
+)
 
 
 def ppo(
@@ -22,8 +30,7 @@ def ppo(
     ] = None,
     output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Where the policy is written.")]
     = None,
-    train: Annotated[str | None, typer.Option("--train", help="Policy's trainable parts: lora (default), all...")]
-    = None,
+    train: TrainOpt = None,
     deepspeed: DeepSpeedOpt = None,
     image_root: ImageRootOpt = None,
     resume: ResumeOpt = False,

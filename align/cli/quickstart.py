@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from align.quickstart.pipeline import METHODS, QuickstartConfig
+
 
 def quickstart(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (reused: finished steps are skipped).")]
@@ -19,7 +21,8 @@ def quickstart(
         "--onpolicy/--no-onpolicy", help="Also train on the SFT model's own samples ranked by a claim checker "
         "(RLAIF-V style), against SFT on the best samples (default: on, off with --fast).")] = None,
     methods: Annotated[str | None, typer.Option(
-        "--methods", help="Comma-separated preference methods: dpo, dpo+sft, mdpo (default: mdpo).")] = None,
+        "--methods", help=f"Comma-separated preference methods: {', '.join(METHODS)} (default: "
+        f"{','.join(QuickstartConfig.methods)}).")] = None,
     threads: Annotated[int, typer.Option(
         "--threads", help="CPU threads for the tiny model; 0 (default): the cores other processes leave free, "
         "measured before each step.")] = 0,

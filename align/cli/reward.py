@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from align.cli._options import ConfigOpt, DeepSpeedOpt, ImageRootOpt, OverridesArg, OverwriteOpt, ResumeOpt
+from align.cli._options import (
+    ConfigOpt,
+    DeepSpeedOpt,
+    ImageRootOpt,
+    OverridesArg,
+    OverwriteOpt,
+    ResumeOpt,
+    TrainOpt,
+)
 
 
 def reward(
@@ -17,7 +25,7 @@ def reward(
     eval_data: Annotated[Path | None, typer.Option("--eval-data", help="Held-out pairs for accuracy.")] = None,
     output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Where the reward model goes.")]
     = None,
-    train: Annotated[str | None, typer.Option("--train", help="Trainable parts: lora (default), all, ...")] = None,
+    train: TrainOpt = None,
     fact_captions: Annotated[
         Path | None, typer.Option("--fact-captions", help="Fact-RLHF: JSON {image: [captions]} for the prompt.")
     ] = None,

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from align.cli._options import ConfigOpt, DeepSpeedOpt, ImageRootOpt, OverridesArg, OverwriteOpt
+from align.cli._options import ConfigOpt, DeepSpeedOpt, ImageRootOpt, OverridesArg, OverwriteOpt, TrainOpt
 
 
 def sft(
@@ -15,11 +15,7 @@ def sft(
     model: Annotated[str | None, typer.Option("--model", "-m", help="Base checkpoint: folder or hub id.")] = None,
     data: Annotated[Path | None, typer.Option("--data", "-d", help="SFT records or LLaVA conversation JSON.")] = None,
     output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Where the model is written.")] = None,
-    train: Annotated[
-        str | None,
-        typer.Option("--train", help="Trainable parts: projector, projector+llm, vision, vision-last+llm, qformer, "
-                                     "resampler+xattn, adapter, lora, qlora, all (combine with +)."),
-    ] = None,
+    train: TrainOpt = None,
     deepspeed: DeepSpeedOpt = None,
     image_root: ImageRootOpt = None,
     resume: Annotated[bool, typer.Option("--resume", help="Skip finished stages; continue from the last checkpoint.")]
