@@ -71,12 +71,15 @@ class ProgressTask:
         self.board._update(self, fields)
         self._report_overall()
 
+    def rate(self) -> float:
+        """Units done per second since the task started (0 before any progress)."""
+        elapsed = time.perf_counter() - self.started
+        return (self.completed - self._start_completed) / elapsed if elapsed > 0 else 0.0
+
     def remaining_seconds(self) -> float | None:
         """From this task's own pace since it started (None before any progress)."""
-        done = self.completed - self._start_completed
-        if done <= 0:
-            return None
-        return (time.perf_counter() - self.started) / done * max(0.0, self.total - self.completed)
+        rate = self.rate()
+        return max(0.0, self.total - self.completed) / rate if rate > 0 else None
 
     def line(self) -> str:
         elapsed = time.perf_counter() - self.started

@@ -197,6 +197,7 @@ def run_build(builder: Builder, command: str | None = None, progress: bool = Tru
     that align did not write is refused unless `overwrite`."""
     from align.data.io import check_output_target, input_dataset_info, read_records, write_records
     from align.data.schema import validate_records
+    from align.progress import progress_task
 
     config = builder.config
     if not config.input:
@@ -228,12 +229,12 @@ def run_build(builder: Builder, command: str | None = None, progress: bool = Tru
              for i in range(n_chunks)]
     image_root = Path(config.image_root) if config.image_root else None
     mine = [i for i in range(n_chunks) if i % world == rank]
-    with _Progress(len(rows), enabled=progress and rank == 0, label=builder.name) as bar:
+    with progress_task(f"build-pairs {builder.name}", len(rows), "rows", enabled=progress and rank == 0) as bar:
         for i in range(n_chunks):
             size = min(config.chunk_size, len(rows) - i * config.chunk_size)
             path = paths[i]
             if i not in mine or path.is_file():
-                bar.advance(size if path.is_file() or world == 1 else 0)
+                _advance(bar, size if path.is_file() or world == 1 else 0)
                 continue
             for stale in work.glob(f"chunk-{i:06d}-*.json"):  # this chunk under other content or settings
                 stale.unlink()
@@ -250,7 +251,7 @@ def run_build(builder: Builder, command: str | None = None, progress: bool = Tru
                 skipped["chosen equals rejected"] += len(made) - len(kept)
             _write_chunk(path, {"read": size, "pairs": [p for p, _ in kept], "origins": [o for _, o in kept],
                                 "skipped": dict(skipped)})
-            bar.advance(size)
+            _advance(bar, size)
     _barrier()
     summary = BuildSummary(out=out)
     if rank != 0:
@@ -281,40 +282,11 @@ def run_build(builder: Builder, command: str | None = None, progress: bool = Tru
     return summary
 
 
-class _Progress:
-    """Rich progress over source rows with the rate; silent when disabled."""
-
-    def __init__(self, total: int, enabled: bool, label: str):
-        self.total, self.enabled, self.label, self._bar, self._task = total, enabled, label, None, None
-
-    def __enter__(self):
-        if self.enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TaskProgressColumn,
-                TextColumn,
-                TimeRemainingColumn,
-            )
-
-            self._bar = Progress(TextColumn(f"build-pairs {self.label}"), BarColumn(), MofNCompleteColumn(),
-                                 TaskProgressColumn(), TextColumn("{task.fields[rate]}"), TimeRemainingColumn())
-            self._bar.start()
-            self._task = self._bar.add_task("rows", total=self.total, rate="")
-        return self
-
-    def advance(self, n: int) -> None:
-        if self._bar is not None and n:
-            self._bar.advance(self._task, n)
-            task = self._bar.tasks[0]
-            if task.speed:
-                self._bar.update(self._task, rate=f"{task.speed:,.0f} rows/s")
-
-    def __exit__(self, *exc):
-        if self._bar is not None:
-            self._bar.stop()
-        return False
+def _advance(task, n: int) -> None:
+    """Move the build's progress task by `n` rows, showing the pace since the start."""
+    if task is not None and n:
+        task.advance(n)
+        task.update(task.completed, rate=f"{task.rate():,.0f} rows/s")
 
 
 def iter_chunks(items: Sequence, size: int) -> Iterable[Sequence]:

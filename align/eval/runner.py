@@ -77,7 +77,7 @@ def generate_answers(questions: str | Path, out: str | Path, settings: Generatio
     record = out.with_name(out.name + ".made-by.json")
     made_by = answers_provenance(questions, settings)
     if out.is_file() or partial.is_file():
-        previous = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else None
+        previous = _read_record(record)
         if previous == made_by and out.is_file():
             return out
         if previous != made_by:
@@ -166,6 +166,14 @@ def _files_fingerprint(folder: str | None) -> str | None:
             stat = path.stat()
             digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:16]
+
+
+def _read_record(record: Path) -> dict | None:
+    """What the record beside the answers says made them; None when missing or unreadable (a torn write)."""
+    try:
+        return json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def _note(message: str) -> None:

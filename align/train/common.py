@@ -242,10 +242,10 @@ def no_empty_output_on_failure(run):
             return run(config, *args, **kwargs)
         except BaseException:
             if out is not None and not existed and out.is_dir() and is_main_process():
-                record = out / "run.json"
-                if record.is_file() and not any(out.glob("checkpoint-*")) \
-                        and json.loads(record.read_text(encoding="utf-8")).get("complete") is False:
-                    record.unlink()  # the start record of a run that failed before its first checkpoint
+                from align.train.run_state import read_run_json
+
+                if not any(out.glob("checkpoint-*")) and (read_run_json(out) or {}).get("complete") is False:
+                    (out / "run.json").unlink()  # the start record of a run that failed before its first checkpoint
                 for folder in sorted((p for p in out.rglob("*") if p.is_dir()), reverse=True):
                     if not any(folder.iterdir()):
                         folder.rmdir()

@@ -89,7 +89,9 @@ class AlignPPOConfig(RunFields, TrainingArguments):
         if self.reward_weights is not None and len(self.reward_weights) != len(self.reward_funcs):
             problems.append(f"reward_weights has {len(self.reward_weights)} entries for {len(self.reward_funcs)} "
                             "reward_funcs")
-        sizes_valid = not problems  # the ranges hold: the divisions below are safe
+        sizes = (self.rollout_batch_size, self.per_device_train_batch_size, self.ppo_epochs,
+                 self.gradient_accumulation_steps)
+        sizes_valid = all(size >= 1 for size in sizes)  # else a range problem is reported; the divisions need them
         if sizes_valid and self.rollout_batch_size % self.per_device_train_batch_size:
             problems.append(f"rollout_batch_size {self.rollout_batch_size} must be a multiple of "
                             f"per_device_train_batch_size {self.per_device_train_batch_size} (the minibatch)")
