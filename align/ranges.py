@@ -78,19 +78,10 @@ TRAINING_RANGES: dict[str, Range] = {
     "lora_dropout": Range(0, 1, high_open=True),
     "adapter_len": AT_LEAST_ONE,
     "adapter_layers": AT_LEAST_ONE,
-    # DPO and its variants
+    # DPO (each variant declares its own settings' ranges in their field metadata)
     "beta": POSITIVE,
     "label_smoothing": Range(0, 0.5, high_open=True),
     "rpo_alpha": NON_NEGATIVE,
-    "ddpo_gamma": POSITIVE,
-    "stic_sft_coef": NON_NEGATIVE,
-    "mdpo_dpo_weight": NON_NEGATIVE,
-    "mdpo_conditional_weight": NON_NEGATIVE,
-    "mdpo_anchor_weight": NON_NEGATIVE,
-    "halva_alpha": NON_NEGATIVE,
-    "povid_text_weight": NON_NEGATIVE,
-    "povid_noise_weight": NON_NEGATIVE,
-    "povid_noise_step": Range(0, 1000, high_open=True),
     # reward model and PPO
     "center_coef": NON_NEGATIVE,
     "rollout_batch_size": AT_LEAST_ONE,
@@ -113,9 +104,12 @@ def _number(value: Any) -> bool:
 
 
 def range_problems(config: Any, ranges: Mapping[str, Range]) -> list[str]:
-    """Every out-of-range or non-finite numeric setting of `config` (a dataclass instance or a mapping)."""
+    """Every out-of-range or non-finite numeric setting of `config` (a dataclass instance or a mapping); a
+    dataclass field's own range (`metadata={"range": Range(...)}`) wins over `ranges`."""
     if dataclasses.is_dataclass(config):
-        values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.init}
+        fields = [f for f in dataclasses.fields(config) if f.init]
+        values = {f.name: getattr(config, f.name) for f in fields}
+        ranges = {**ranges, **{f.name: f.metadata["range"] for f in fields if "range" in f.metadata}}
     else:
         values = dict(config)
     problems = []

@@ -18,10 +18,10 @@ from align.registry import import_object
 # kind -> "module:ConfigClass"; later commands add theirs.
 RECIPE_KINDS: dict[str, str] = {
     "shapes": "align.data.shapes:ShapesConfig",
-    "sft": "align.train.sft:AlignSFTConfig",
-    "dpo": "align.train.dpo.config:AlignDPOConfig",
-    "reward": "align.train.reward.config:AlignRewardConfig",
-    "ppo": "align.train.ppo.config:AlignPPOConfig",
+    "sft": "align.train.sft.settings:AlignSFTConfig",
+    "dpo": "align.train.dpo.settings:AlignDPOConfig",
+    "reward": "align.train.reward.settings:AlignRewardConfig",
+    "ppo": "align.train.ppo.settings:AlignPPOConfig",
     "pairs": "data_builders:config_for_recipe",
 }
 

@@ -227,10 +227,9 @@ def _align_trainer(run: str, work: Path, common: dict, train: str):
 
     from align.data.collate import ConversationEncoder
     from align.models.load import load_model_and_processor
-    from align.train.dpo.config import AlignDPOConfig
     from align.train.dpo.data import PreferenceCollator, load_preference_data
-    from align.train.dpo.ref_cache import RefCache, data_fingerprint, default_directory
-    from align.train.dpo.run import _cache_settings
+    from align.train.dpo.ref_cache import RefCache, cache_settings, data_fingerprint, default_directory
+    from align.train.dpo.settings import AlignDPOConfig
     from align.train.dpo.trainer import AlignDPOTrainer
     from align.train.dpo.variants import get_variant
 
@@ -244,18 +243,14 @@ def _align_trainer(run: str, work: Path, common: dict, train: str):
 
     model, processor = load_model_and_processor(work / "model", dtype="float32")
     model = apply_train_policy(model, "llava", train)
-    data = load_preference_data(data_path, processor, "llava", max_length=cfg.max_length,
-                                needs_spans=variant.needs_spans, score_fields=variant.score_fields(cfg),
-                                needs_images=variant.corrupted_chosen, corrupted_images=variant.corrupted_chosen)
+    data = load_preference_data(data_path, processor, "llava", max_length=cfg.max_length, **variant.data_options(cfg))
     ref = None
     if not cached:
         ref = load_model_and_processor(work / "model", dtype="float32")[0].requires_grad_(False).eval()
     cache = RefCache(default_directory(data_path), data_fingerprint(data_path, data, processor),
-                     _cache_settings(cfg, variant)) if cached else None
+                     cache_settings(cfg, variant)) if cached else None
     collator = PreferenceCollator(ConversationEncoder(processor, "llava"), data,
-                                  gamma=cfg.ddpo_gamma if variant.token_weights else None,
-                                  scores=variant.score_fields(cfg),
-                                  corruption_seed=cfg.seed if variant.corrupted_chosen else None)
+                                  **variant.collator_options(cfg, processor, "llava"))
     return AlignDPOTrainer(model=model, ref_model=ref, args=cfg,
                            train_dataset=datasets.Dataset.from_dict({"row": list(range(len(data)))}),
                            data_collator=collator, processing_class=processor, family="llava", ref_cache=cache)

@@ -24,8 +24,8 @@ def _sft_step_times(work: Path, threads: int, steps: int, batch: int) -> list[fl
     import torch
     from transformers import TrainerCallback
 
-    from align.train.sft import AlignSFTConfig
-    from align.train.sft_run import run_sft
+    from align.train.sft.run import run_sft
+    from align.train.sft.settings import AlignSFTConfig
 
     torch.set_num_threads(threads)
     times: list[float] = []

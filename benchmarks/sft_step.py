@@ -20,8 +20,8 @@ def main() -> None:
 
     from align.data.shapes import ShapesConfig, generate_shapes_world
     from align.models.tiny import TINY_BUILDERS, build_tiny
-    from align.train.sft import AlignSFTConfig
-    from align.train.sft_run import run_sft
+    from align.train.sft.run import run_sft
+    from align.train.sft.settings import AlignSFTConfig
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--families", nargs="*", default=sorted(TINY_BUILDERS))

@@ -162,8 +162,8 @@ def colour_sft(colour_world, small_llava, tmp_path_factory):
 
     def get(seed: int = 0):
         if seed not in built:
-            from align.train.sft import AlignSFTConfig
-            from align.train.sft_run import run_sft
+            from align.train.sft.run import run_sft
+            from align.train.sft.settings import AlignSFTConfig
 
             out = tmp_path_factory.mktemp(f"colour-sft-{seed}") / "sft"
             config = AlignSFTConfig(model=str(small_llava), data=str(colour_world / "colour_qa.jsonl"), output_dir=str(out),

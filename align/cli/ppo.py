@@ -41,8 +41,8 @@ def ppo(
     reward model; the policy is saved as an adapter (LoRA) or a whole checkpoint, its critic under value_model/."""
     from align.config import resolve_config
     from align.train.common import init_distributed_if_launched, is_main_process
-    from align.train.ppo.config import AlignPPOConfig
     from align.train.ppo.run import run_ppo
+    from align.train.ppo.settings import AlignPPOConfig
 
     init_distributed_if_launched()
     paths = {"data": data, "reward_model": reward_model, "output_dir": output_dir, "image_root": image_root}

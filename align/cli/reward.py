@@ -39,8 +39,8 @@ def reward(
     conversation, response, reward prompt), with Bradley-Terry loss plus LLaVA-RLHF's centring term."""
     from align.config import resolve_config
     from align.train.common import init_distributed_if_launched, is_main_process
-    from align.train.reward.config import AlignRewardConfig
     from align.train.reward.run import run_reward
+    from align.train.reward.settings import AlignRewardConfig
 
     init_distributed_if_launched()
     paths = {"data": data, "eval_data": eval_data, "output_dir": output_dir, "fact_captions": fact_captions,

@@ -26,8 +26,8 @@ def sft(
     """Fine-tune a VLM on SFT conversations, training only the chosen parts, on the assistant turns only."""
     from align.config import resolve_config
     from align.train.common import init_distributed_if_launched, is_main_process
-    from align.train.sft import AlignSFTConfig
-    from align.train.sft_run import run_sft
+    from align.train.sft.run import run_sft
+    from align.train.sft.settings import AlignSFTConfig
 
     init_distributed_if_launched()
     cfg = resolve_config(

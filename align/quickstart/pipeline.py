@@ -301,8 +301,8 @@ def _common_args(cfg: QuickstartConfig) -> dict[str, Any]:
 
 def _sft(model: Path, data: Path, out: Path, steps: int, batch: int, lr: float, cfg: QuickstartConfig,
          warmup: float = 0.0, **extra: Any) -> Path:
-    from align.train.sft import AlignSFTConfig
-    from align.train.sft_run import run_sft
+    from align.train.sft.run import run_sft
+    from align.train.sft.settings import AlignSFTConfig
 
     if (out / "run.json").is_file() and json.loads((out / "run.json").read_text()).get("complete"):
         return out
@@ -314,8 +314,8 @@ def _sft(model: Path, data: Path, out: Path, steps: int, batch: int, lr: float, 
 
 
 def _dpo(method: str, model: Path, data: Path, out: Path, cfg: QuickstartConfig) -> Path:
-    from align.train.dpo.config import AlignDPOConfig
     from align.train.dpo.run import run_dpo
+    from align.train.dpo.settings import AlignDPOConfig
 
     if (out / "run.json").is_file() and json.loads((out / "run.json").read_text()).get("complete"):
         return out

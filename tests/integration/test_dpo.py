@@ -111,7 +111,7 @@ def _trainers(family, path, ref_path, variants, tmp_path, **cfg):
     from trl import DPOConfig, DPOTrainer
 
     from align.models.load import load_model_and_processor
-    from align.train.dpo.config import AlignDPOConfig
+    from align.train.dpo.settings import AlignDPOConfig
     from align.train.dpo.trainer import AlignDPOTrainer
 
     def models():

@@ -14,7 +14,7 @@ def _trainer(variant, tiny_checkpoint, tmp_path, **cfg):
     import datasets
 
     from align.models.load import load_model_and_processor
-    from align.train.dpo.config import AlignDPOConfig
+    from align.train.dpo.settings import AlignDPOConfig
     from align.train.dpo.trainer import AlignDPOTrainer
 
     policy, processor = load_model_and_processor(tiny_checkpoint("llava"), dtype="float32")
@@ -37,7 +37,7 @@ def test_halva_loss_is_phrase_alignment_plus_alpha_kl(tiny_checkpoint, pairs, sh
     from align.data.collate import ConversationEncoder
     from align.data.messages import completion_text
     from align.train.dpo.data import PreferenceCollator, load_preference_data
-    from align.train.sft_data import load_sft_data
+    from align.train.sft.data import load_sft_data
 
     alpha = 0.4
     trainer, policy, ref, processor = _trainer("halva", tiny_checkpoint, tmp_path, halva_alpha=alpha,

@@ -126,7 +126,7 @@ def test_video_frame_records_train(family, tiny_checkpoint, shapes_world, run_cl
 def test_grounding_markup_is_rendered_in_the_family_convention(tiny_checkpoint, shapes_world, tmp_path):
     from align.data.grounding import grounding_records
     from align.models.load import load_processor
-    from align.train.sft_data import load_sft_data
+    from align.train.sft.data import load_sft_data
 
     sources = [json.loads(line) for line in (shapes_world / "sources.jsonl").read_text().splitlines()][:4]
     data = shapes_world / "grounding.jsonl"
@@ -202,7 +202,7 @@ def test_rows_that_repeat_a_conversation_share_one_encoding_but_never_across_ima
         tiny_checkpoint, make_image, tmp_path, monkeypatch):
     from align.data.collate import ConversationEncoder
     from align.models.load import load_processor
-    from align.train.sft_data import _example, load_sft_data
+    from align.train.sft.data import example_of, load_sft_data
 
     make_image(tmp_path / "small.png", size=(64, 64))
     make_image(tmp_path / "wide.png", size=(128, 64))
@@ -220,7 +220,7 @@ def test_rows_that_repeat_a_conversation_share_one_encoding_but_never_across_ima
     data = load_sft_data(path, processor, "qwen2_vl", progress=False)
     assert len(calls) == 3  # row 2 repeats row 0 (same text, same size); the wide image is encoded on its own
     encoder = ConversationEncoder(processor, "qwen2_vl")
-    fresh = [original(encoder, _example(r, data.base_dir, None, path, i)[0]) for i, r in enumerate(data.records)]
+    fresh = [original(encoder, example_of(r, data.base_dir, None, path, i)[0]) for i, r in enumerate(data.records)]
     assert data.spans == fresh
     assert data.spans[1].length > data.spans[0].length and data.spans[0] == data.spans[2]
 

@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("trl")
 
 from align.errors import ConfigError  # noqa: E402
-from align.train.dpo.config import AlignDPOConfig  # noqa: E402
+from align.train.dpo.settings import AlignDPOConfig  # noqa: E402
 from align.train.dpo.variants import VARIANTS  # noqa: E402
 
 
@@ -61,7 +61,7 @@ def test_mdpo_defaults_and_sigmoid_only(tmp_path):
     cfg = AlignDPOConfig(output_dir=str(tmp_path), variant="mdpo")
     assert (cfg.mdpo_anchor, cfg.mdpo_dpo_weight, cfg.mdpo_conditional_weight, cfg.mdpo_anchor_weight) == (
         0.0, 1.0, 1.0, 1.0)
-    assert VARIANTS["mdpo"].corrupted_chosen and not VARIANTS["dpo"].corrupted_chosen
+    assert VARIANTS["mdpo"].row_groups == 3 and VARIANTS["dpo"].row_groups == 2  # + chosen under the corrupted m'
     with pytest.raises(ConfigError, match="variant mdpo: loss_type must be sigmoid"):
         AlignDPOConfig(output_dir=str(tmp_path), variant="mdpo", loss_type=["ipo"])
 

@@ -155,7 +155,7 @@ def test_shapes_color_pays_only_the_first_colour_named():
 
 
 def _ppo_config(**values):
-    from align.train.ppo.config import AlignPPOConfig
+    from align.train.ppo.settings import AlignPPOConfig
 
     base = {"output_dir": "out", "reward_funcs": ["align.train.ppo.rewards:shapes_color"]}
     return AlignPPOConfig(**{**base, **values})

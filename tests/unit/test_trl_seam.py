@@ -127,7 +127,7 @@ def test_loss_types_are_trls():
 
     from trl.trainer import dpo_trainer
 
-    from align.train.dpo.config import TRL_LOSS_TYPES
+    from align.train.dpo.settings import TRL_LOSS_TYPES
 
     source = inspect.getsource(dpo_trainer)
     listed = re.search(r"Unknown loss type: \{loss_type\}\. Should be one of \[(.*?)\]", source, re.S).group(1)

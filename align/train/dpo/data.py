@@ -281,7 +281,19 @@ def _flush_left(batch: dict, width_key: str = "input_ids") -> dict:
     return batch
 
 
-REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps", "ref_corrupted_chosen_logps", "ref_noisy_rejected_logps")
+# What the collator adds beside the model inputs; cached reference values are the features named `ref_*`, per-row
+# scores the ones named `*_score` (float32 [B] each).
+BATCH_EXTRAS = frozenset({"completion_mask", "token_weights", "phrase_ids", "noisy_inputs", "kl_inputs"})
+
+
+def is_reference_column(name: str) -> bool:
+    return name.startswith("ref_")
+
+
+def model_inputs(batch: dict) -> dict:
+    """The keys of a preference batch the model takes (all but `BATCH_EXTRAS`, reference values and scores)."""
+    return {k: v for k, v in batch.items()
+            if k not in BATCH_EXTRAS and not is_reference_column(k) and not k.endswith("_score")}
 
 
 class PreferenceCollator:
@@ -290,13 +302,13 @@ class PreferenceCollator:
 
     Keys: whatever the family's encoder gives (input_ids, attention_mask, pixel_values, ...; all model inputs),
     `completion_mask` [2B, T] (1 on the assistant turn's tokens), and
-    - span-weighted variants (ddpo): `token_weights` [2B, T], gamma on the tokens of the changed segments, 1 elsewhere;
-    - phrase variants (halva): `phrase_ids` [2B, T], k on the tokens of the k-th span (1-based), 0 elsewhere;
-    - score-weighted variants (hsa): each field of `scores` (e.g. `rejected_score`) as a float32 [B] tensor;
-    - povid (`noise`): `noisy_inputs`, the B chosen rows under the noised image, a batch of their own (model inputs
+    - `gamma`: `token_weights` [2B, T], gamma on the tokens of the rows' spans (changed segments), 1 elsewhere;
+    - `phrase_ids`: `phrase_ids` [2B, T], k on the tokens of the k-th span (1-based), 0 elsewhere;
+    - `scores`: each named row field (e.g. `rejected_score`) as a float32 [B] tensor;
+    - `noise`: `noisy_inputs`, the B chosen rows under the noised image, a batch of their own (model inputs
       plus `completion_mask`), token for token the chosen rows' layout;
-    - halva (`kl`): `kl_inputs`, B SFT samples (row r takes sample r mod N) with their `completion_mask`;
-    - cached reference log-probs (`REF_COLUMNS` found in the features) as float32 [B] tensors.
+    - `kl`: `kl_inputs`, B SFT samples (row r takes sample r mod N) with their `completion_mask`;
+    - cached reference values (the features named `ref_*`) as float32 [B] tensors.
     Every per-token tensor is right-aligned to TRL's flush-left layout: each row's tokens start at position 0.
     """
 
@@ -344,8 +356,8 @@ class PreferenceCollator:
         batch = _flush_left(batch)
         for name in self.scores:  # [B], added after the flush (it only moves [2B, T] tensors)
             batch[name] = torch.tensor([float(self.data.records[r][name]) for r in rows], dtype=torch.float32)
-        for name in REF_COLUMNS:
-            if name in features[0]:
+        for name in features[0]:
+            if is_reference_column(name):
                 batch[name] = torch.tensor([float(f[name]) for f in features], dtype=torch.float32)  # [B]
         if self.noise is not None:
             noisy = [self.data.load_corrupted_chosen(r, self.noise_seed, self.noise) for r in rows]

@@ -126,3 +126,9 @@ def _image_files(data) -> set[str]:
                         stat = item.stat()
                         seen.add(f"{item} {stat.st_size} {stat.st_mtime_ns}")
     return seen
+
+
+def cache_settings(args, variant) -> dict:
+    """What besides the data and the reference weights changes the cached values of `variant` under `args`."""
+    return {"variant": args.variant, "dtype": str(args.dtype), "bf16": bool(args.bf16), "fp16": bool(args.fp16),
+            "ld_alpha": args.ld_alpha, **variant.cache_settings(args)}

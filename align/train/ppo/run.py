@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from align.config import config_to_dict
 from align.errors import ConfigError, ModelError
 from align.train.common import no_empty_output_on_failure
-from align.train.ppo.config import AlignPPOConfig
-from align.train.run_state import check_resume, last_complete_checkpoint, start_record
+from align.train.ppo.settings import AlignPPOConfig
+from align.train.skeleton import TrainingRun, load_starting_model, loadable
 
 
 @no_empty_output_on_failure
@@ -16,49 +15,33 @@ def run_ppo(config: AlignPPOConfig, resume: bool = False, progress: bool = True)
     """Load policy, reference, reward model and critic; train; save the policy (and its critic under
     value_model/) and `run.json` into `output_dir`; returns it."""
     import datasets
-    import torch
-    from transformers import set_seed
+    from peft import PeftModel
 
     from align.data.collate import ConversationEncoder
-    from align.models.families import family_of
-    from align.models.load import load_model_and_processor
-    from align.train.common import is_main_process, prepare_deepspeed
     from align.train.ppo.data import check_prompt_lengths, load_prompt_data
     from align.train.ppo.rewards import load_reward_funcs
     from align.train.ppo.trainer import ActorCritic, AlignPPOTrainer
-    from align.train.progress import training_progress
     from align.train.reward.prompts import read_fact_captions
     from align.train.run_config import apply_policy_and_report
-    from align.train.sft_run import _loadable, _save_final
 
     cfg = config
-    for key in ("model", "data", "output_dir"):
-        if not getattr(cfg, key):
-            raise ConfigError(f"{key} is required (--{key.replace('_', '-')} or `{key}:` in the recipe)")
-    out = Path(cfg.output_dir)
-    settings = config_to_dict(cfg)  # as resolved: the trainers later fill some fields in
-    if resume and check_resume(out, settings):
-        return out  # this run, finished already
+    run = TrainingRun.begin(cfg, "ppo", resume, progress)
+    if run.finished:
+        return run.output_dir
     reward_funcs = load_reward_funcs(cfg.reward_funcs)  # before anything loads: a bad path fails at once
     prompts = load_prompt_data(cfg.data, cfg.image_root)
     fact_captions = read_fact_captions(cfg.fact_captions) if cfg.fact_captions else None
-    prepare_deepspeed(cfg.deepspeed)
-    main = is_main_process()
-    torch.set_flush_denormal(True)
-    set_seed(cfg.seed)
-    start = _loadable(Path(cfg.model)) if Path(cfg.model).is_dir() else cfg.model
-    policy, processor = load_model_and_processor(start, dtype=cfg.dtype, attn_implementation=cfg.attn_implementation)
-    family = family_of(policy.config)
+    run.prepare(cfg)
+    start = loadable(Path(cfg.model)) if Path(cfg.model).is_dir() else cfg.model
+    policy, processor, family = load_starting_model(start, cfg)
     reward_model = _reward_model(cfg, family, fact_captions)
     title = f"ppo: {family}, train={cfg.train}, {len(prompts)} prompts"
-    policy = apply_policy_and_report(policy, family, cfg, cfg.train, title, show=main and progress)
-    from peft import PeftModel
+    policy = apply_policy_and_report(policy, family, cfg, cfg.train, title, show=run.show)
 
     ref_model = None
     if cfg.ref_model or not isinstance(policy, PeftModel):
-        ref_model = load_model_and_processor(cfg.ref_model or start, dtype=cfg.dtype,
-                                             attn_implementation=cfg.attn_implementation)[0]
-    check_prompt_lengths(prompts, ConversationEncoder(processor, family), cfg.max_prompt_length, progress and main)
+        ref_model = load_starting_model(cfg.ref_model or start, cfg)[0]
+    check_prompt_lengths(prompts, ConversationEncoder(processor, family), cfg.max_prompt_length, run.show)
     critic = _critic(cfg, family, start)
     trainer = AlignPPOTrainer(
         model=ActorCritic(policy, critic), args=cfg,
@@ -67,27 +50,18 @@ def run_ppo(config: AlignPPOConfig, resume: bool = False, progress: bool = True)
         reward_model=reward_model, reward_funcs=reward_funcs, reward_weights=cfg.reward_weights,
         ref_model=ref_model, fact_captions=fact_captions,
     )
-    checkpoint = last_complete_checkpoint(out) if resume else None
-    start_record(out, "ppo", settings)
-    with training_progress(trainer, "ppo", enabled=progress):
-        result = trainer.train(resume_from_checkpoint=checkpoint)
-    _save_final(trainer, out)
-    if main:
-        from align.train.common import write_run_json
-
-        steps = max(result.global_step, 1)
-        write_run_json(out, "ppo", settings, {
-            "complete": True, "family": family, "policy": cfg.train, "base_model": cfg.model,
-            "reference": cfg.ref_model or ("adapter-disabled policy" if ref_model is None else start),
-            "reward_model": cfg.reward_model, "reward_funcs": list(cfg.reward_funcs),
-            "value_model_init": cfg.value_model or cfg.reward_model or cfg.model, "prompts": len(prompts),
-            "resumed_from": checkpoint, "global_step": result.global_step,
-            "seconds_per_step": result.metrics.get("train_runtime", 0.0) / steps,
-            "reward_curve": trainer.reward_curve, "rollout_seconds": trainer.rollout_seconds,
-            "metrics": result.metrics, "log_history": trainer.state.log_history,
-        })
-    return out
-
+    result, checkpoint = run.train(trainer, "ppo")
+    steps = max(result.global_step, 1)
+    return run.finish(trainer, {
+        "family": family, "policy": cfg.train, "base_model": cfg.model,
+        "reference": cfg.ref_model or ("adapter-disabled policy" if ref_model is None else start),
+        "reward_model": cfg.reward_model, "reward_funcs": list(cfg.reward_funcs),
+        "value_model_init": cfg.value_model or cfg.reward_model or cfg.model, "prompts": len(prompts),
+        "resumed_from": checkpoint, "global_step": result.global_step,
+        "seconds_per_step": result.metrics.get("train_runtime", 0.0) / steps,
+        "reward_curve": trainer.reward_curve, "rollout_seconds": trainer.rollout_seconds,
+        "metrics": result.metrics, "log_history": trainer.state.log_history,
+    })
 
 def _reward_model(cfg: AlignPPOConfig, family: str, fact_captions):
     if not cfg.reward_model:

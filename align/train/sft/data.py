@@ -30,10 +30,10 @@ class SFTData:
     def load_example(self, index: int) -> Example:
         record = self.records[index]
         path, row = self.origins[index]
-        return _example(record, self.base_dir, self.image_root, path, row)[0]
+        return example_of(record, self.base_dir, self.image_root, path, row)[0]
 
 
-def _example(record: dict, base_dir, image_root, path, row) -> tuple[Example, list[tuple[int, int]]]:
+def example_of(record: dict, base_dir, image_root, path, row) -> tuple[Example, list[tuple[int, int]]]:
     """(Example, sizes of the still images) for one validated SFT record."""
     images, videos = load_record_media(record.get("images"), base_dir, image_root, path, row)
     return Example(record["messages"], images, videos), [im.size for im in images]
@@ -89,7 +89,7 @@ def load_sft_data(
     with progress_task("preparing rows", len(records), "rows", enabled=progress, transient=True) as task:
         advance = task.advance if task is not None else lambda: None
         for record, (origin, row) in zip(records, records.origins, strict=True):
-            example, sizes = _example(record, records.base_dir, image_root, origin, row)
+            example, sizes = example_of(record, records.base_dir, image_root, origin, row)
             rendered = _render(record, fmt, sizes, task_identifier)
             example.messages = rendered["messages"]
             layout = encoder.assistant_spans(example)
