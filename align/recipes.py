@@ -11,9 +11,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from align.config import build_dataclass, check_values, load_yaml
 from align.errors import ConfigError
 from align.registry import import_object
+from align.resolve import build_dataclass, check_values, load_yaml
 
 # kind -> "module:ConfigClass"; later commands add theirs.
 RECIPE_KINDS: dict[str, str] = {

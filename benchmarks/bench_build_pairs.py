@@ -46,7 +46,7 @@ def rule_based(world: Path, tmp: Path) -> None:
 def corruptions() -> None:
     from PIL import Image
 
-    from data_builders.corrupt.image import apply_corruption
+    from align.data.image_corruptions import apply_corruption
 
     images = [Image.new("RGB", (336, 336), (i % 255, 80, 160)) for i in range(64)]
     params = {"gaussian_noise": {"std": 0.1}, "diffusion_noise": {"t": 500}, "random_resized_crop": {},
@@ -62,8 +62,8 @@ def corruptions() -> None:
 def generation(tmp: Path) -> None:
     from PIL import Image
 
+    from align.models.generate import Generator
     from align.models.tiny import build_tiny
-    from data_builders.generate import Generator
 
     path = build_tiny("llava", tmp / "tiny-llava")
     gen = Generator(str(path), batch_size=16)

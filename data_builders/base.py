@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from align.errors import ConfigError, DataError
-from data_builders.config import BuildConfig
+from data_builders.build_settings import BuildConfig
 
 
 def derive_seed(*parts: object) -> int:
@@ -83,7 +83,7 @@ class Builder:
     def generator(self):
         """The generation engine, loaded on first use (model-based builders only)."""
         if self._generator is None:
-            from data_builders.generate import Generator
+            from align.models.generate import Generator
 
             if not self.config.model:
                 raise ConfigError(f"method '{self.name}' generates responses: pass --model PATH")
@@ -186,7 +186,7 @@ def _chunk_path(work: Path, index: int, key: str) -> Path:
 
 
 def _write_chunk(path: Path, payload: dict) -> None:
-    from align.data.io import atomic_write_text
+    from align.files import atomic_write_text
 
     atomic_write_text(path, json.dumps(payload, ensure_ascii=False, sort_keys=True) + "\n")
 
@@ -195,8 +195,9 @@ def run_build(builder: Builder, command: str | None = None, progress: bool = Tru
               overwrite: bool = False) -> BuildSummary:
     """Build every chunk this rank owns, then (rank 0) assemble and write the output folder. An existing `out`
     that align did not write is refused unless `overwrite`."""
-    from align.data.io import check_output_target, input_dataset_info, read_records, write_records
+    from align.data.io import input_dataset_info, read_records, write_records
     from align.data.schema import validate_records
+    from align.files import check_output_target
     from align.progress import progress_task
 
     config = builder.config

@@ -70,7 +70,7 @@ class HalvaBuilder(TextBuilder):
         return Built([pair])
 
     def _qa(self, source: Source) -> Built:
-        from data_builders.vocab import article
+        from align.data.nouns import article
 
         present = {self.vocab.canonical(str(o.get("name", ""))) for o in self.present(source)} - {None}
         if not present:

@@ -79,7 +79,7 @@ class PovidBuilder(TextBuilder):
 def noised_image_pairs(builder: TextBuilder, sources: list[Source], chunk_seed: int, t: int, suffix: str,
                        space: str = "unit", **extra) -> list[Built]:
     """Ground truth vs the model's answer on the diffusion-noised image (POVID stage 2, BPO image weakening)."""
-    from data_builders.corrupt.image import apply_corruption
+    from align.data.image_corruptions import apply_corruption
 
     c = builder.config
     prompts, images, records = [], [], []
@@ -109,7 +109,7 @@ def noised_image_pairs(builder: TextBuilder, sources: list[Source], chunk_seed: 
 def rewritten_pairs(builder: TextBuilder, sources: list[Source], chunk_seed: int, rewriter: str,
                     categories: list[str], suffix: str, **extra) -> list[Built]:
     """Ground truth vs a chat model's rewrite with one injected hallucination (category drawn per row)."""
-    from data_builders.generate import Generator
+    from align.models.generate import Generator
 
     c = builder.config
     if getattr(builder, "_rewriter", None) is None:

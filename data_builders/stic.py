@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from data_builders.base import Builder, Built, Source, derive_seed, user_prompt
-from data_builders.config import BuildConfig
+from data_builders.build_settings import BuildConfig
 
 DETAILED_PROMPT = (
     "Describe the image step by step. First name the main subjects and what they are doing. Then describe the "
@@ -66,7 +66,7 @@ class SticBuilder(Builder):
     needs_model = True
 
     def build(self, sources: list[Source], chunk_seed: int) -> list[Built]:
-        from data_builders.corrupt.image import apply_corruption
+        from align.data.image_corruptions import apply_corruption
 
         c: SticConfig = self.config  # type: ignore[assignment]
         plans = [self._plan(s) for s in sources]

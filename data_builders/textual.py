@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from align.errors import ConfigError
 from data_builders.base import Builder, Source
-from data_builders.config import BuildConfig
+from data_builders.build_settings import BuildConfig
 from data_builders.stats import cooccurrence, frequencies, object_classes
 
 DESCRIBE = "Describe this image in detail."
@@ -28,7 +28,7 @@ def input_vocabulary(input_info: dict | None) -> str:
 
 def vocabulary_mismatch(names: Sequence[str], vocabulary: str) -> str:
     """One line: none of the input's object names is in `vocabulary`; which built-in vocabularies know them."""
-    from data_builders.vocab import VOCABULARIES
+    from align.data.vocab import VOCABULARIES
 
     shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
     fits = []
@@ -58,7 +58,7 @@ class TextBuilder(Builder):
 
     def __init__(self, config: TextBuildConfig):
         super().__init__(config)
-        from data_builders.vocab import get_vocabulary
+        from align.data.vocab import get_vocabulary
 
         # "auto" is settled in `prepare`, once the input is known.
         self.vocab = None if config.vocabulary == AUTO else get_vocabulary(config.vocabulary)
@@ -66,7 +66,7 @@ class TextBuilder(Builder):
         self.cooccurrence: dict[str, dict[str, int]] | None = None
 
     def prepare(self, records: Sequence[dict], input_info: dict | None = None) -> None:
-        from data_builders.vocab import get_vocabulary
+        from align.data.vocab import get_vocabulary
 
         if self.vocab is None:
             self.config.vocabulary = input_vocabulary(input_info)

@@ -26,7 +26,7 @@ def build_pairs(
     overrides: OverridesArg = None,
 ) -> None:
     """Build preference pairs; resumable (rerun the same command after an interruption) and deterministic."""
-    from align.config import resolve_config
+    from align.resolve import resolve_config
     from align.train.common import init_distributed_if_launched
     from data_builders import builder_class
     from data_builders.base import run_build

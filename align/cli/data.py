@@ -38,8 +38,8 @@ def shapes(
     overrides: OverridesArg = None,
 ) -> None:
     """Generate the shapes world: images, sources, SFT conversations and POPE-style probes."""
-    from align.config import resolve_config
     from align.data.shapes import ShapesConfig, generate_shapes_world
+    from align.resolve import resolve_config
 
     cfg = resolve_config(
         ShapesConfig,
@@ -47,7 +47,7 @@ def shapes(
         flags={"n": n, "seed": seed, "image_size": image_size, "cooccurrence": cooccurrence},
         overrides=overrides or [],
     )
-    from align.data.io import check_output_target
+    from align.files import check_output_target
 
     check_output_target(out, overwrite)
     counts = generate_shapes_world(cfg, out)

@@ -33,7 +33,7 @@ def dpo(
     overrides: OverridesArg = None,
 ) -> None:
     """Align a VLM with preference pairs: TRL's DPO losses, or a variant such as RLHF-V's DDPO."""
-    from align.config import resolve_config
+    from align.resolve import resolve_config
     from align.train.common import init_distributed_if_launched, is_main_process
     from align.train.dpo.run import run_dpo
     from align.train.dpo.settings import AlignDPOConfig

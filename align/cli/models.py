@@ -22,7 +22,7 @@ def tiny(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Build a tiny random checkpoint of FAMILY offline: config, safetensors, tokenizer, processor, chat template."""
-    from align.data.io import check_output_target
+    from align.files import check_output_target
     from align.models.report import print_model_summary
     from align.models.tiny import build_tiny_atomic
 
@@ -69,7 +69,7 @@ def merge(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Fold a LoRA adapter into its base model; the result loads with plain transformers."""
-    from align.data.io import check_output_target
+    from align.files import check_output_target
     from align.models.merge import merge_adapter
 
     check_output_target(out, overwrite)

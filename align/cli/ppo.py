@@ -39,7 +39,7 @@ def ppo(
 ) -> None:
     """Optimise a policy with PPO: rollouts with images, KL-shaped rewards, GAE, a critic started from the
     reward model; the policy is saved as an adapter (LoRA) or a whole checkpoint, its critic under value_model/."""
-    from align.config import resolve_config
+    from align.resolve import resolve_config
     from align.train.common import init_distributed_if_launched, is_main_process
     from align.train.ppo.run import run_ppo
     from align.train.ppo.settings import AlignPPOConfig

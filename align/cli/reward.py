@@ -37,7 +37,7 @@ def reward(
 ) -> None:
     """Train a reward model: a zero-initialised scalar head on a VLM, read at the last token of (image,
     conversation, response, reward prompt), with Bradley-Terry loss plus LLaVA-RLHF's centring term."""
-    from align.config import resolve_config
+    from align.resolve import resolve_config
     from align.train.common import init_distributed_if_launched, is_main_process
     from align.train.reward.run import run_reward
     from align.train.reward.settings import AlignRewardConfig

@@ -24,7 +24,7 @@ def sft(
     overrides: OverridesArg = None,
 ) -> None:
     """Fine-tune a VLM on SFT conversations, training only the chosen parts, on the assistant turns only."""
-    from align.config import resolve_config
+    from align.resolve import resolve_config
     from align.train.common import init_distributed_if_launched, is_main_process
     from align.train.sft.run import run_sft
     from align.train.sft.settings import AlignSFTConfig

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from align.data.messages import count_placeholders
+from align.models.inputs import split_media
 
 
 @dataclass
@@ -34,13 +35,6 @@ class Spans:
     length: int
     assistant: tuple[tuple[int, int], ...]
     last_image_token: int = -1  # position of the last image/video token, -1 without any
-
-
-def split_media(loaded: Sequence[Any]) -> tuple[list[Any], list[list[Any]]]:
-    """A record's loaded `images` list -> (still images, videos); a video is a list of frames."""
-    images = [m for m in loaded if not isinstance(m, list)]
-    videos = [m for m in loaded if isinstance(m, list)]
-    return images, videos
 
 
 def load_record_media(values, base_dir, image_root, path, row, field: str = "images"):

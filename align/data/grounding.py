@@ -56,6 +56,7 @@ from typing import Any
 
 from align.data import shapes_vocab as vocab
 from align.data.messages import IMAGE_TOKEN
+from align.data.nouns import article
 from align.data.shapes import derive_seed
 from align.errors import DataError, lookup
 
@@ -367,7 +368,7 @@ def bbox_markup(bbox: Sequence[float]) -> str:
 def _phrase(obj: Mapping[str, Any]) -> str:
     words = [w for w in (obj.get("size") if isinstance(obj.get("size"), str) else None, obj["color"], obj["name"])
              if w]
-    return f"{vocab.article(words[0])} {' '.join(words)}"
+    return f"{article(words[0])} {' '.join(words)}"
 
 
 def _grounded_caption(objects: list[Mapping[str, Any]]) -> str:

@@ -1,23 +1,18 @@
-"""Dataset files on disk: readers, the shard writer, atomic output folders and `dataset.json`.
+"""Dataset files on disk: readers, the shard writer and `dataset.json`.
 
 Nothing is ever half-written: outputs are built in a temporary sibling folder and renamed into place when
-complete, so an interrupted run leaves either the previous output or nothing.
+complete (`align.files.atomic_output_dir`), so an interrupted run leaves either the previous output or nothing.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
-import glob
 import hashlib
 import json
 import math
 import os
 import re
-import shlex
-import shutil
-import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,106 +28,10 @@ from align.data.storage import (
     write_parquet,
 )
 from align.errors import DataError, lookup
+from align.files import atomic_output_dir, atomic_write_text, current_command, remove_stale_temporaries
 
 SCHEMA_VERSION = 1
 DATASET_JSON = "dataset.json"
-
-
-def current_command() -> str:
-    """The command line that is running, as a user would type it."""
-    argv = list(sys.argv)
-    if argv and argv[0].endswith(("/align", "\\align", "align")):
-        argv[0] = "align"
-    elif argv and argv[0].endswith("__main__.py"):
-        argv[0] = "python -m align"
-    return " ".join(shlex.quote(a) if a != "python -m align" else a for a in argv)
-
-
-# Files and folders that mark an output as align's own (safe to replace): a dataset, a run, an evaluation, a model.
-OWN_MARKERS = ("dataset.json", "run.json", "metrics.json", "config.json", "settings.json", "adapter_config.json",
-               "answers.jsonl.made-by.json")
-
-
-def check_output_target(out: str | Path, overwrite: bool = False) -> None:
-    """Refuse to replace what align did not write: an existing file, or a non-empty folder without any of
-    `OWN_MARKERS`, unless `overwrite`. A missing path, an empty folder or align's own output is fine."""
-    out = Path(out)
-    if overwrite or not out.exists():
-        return
-    if not out.is_dir():
-        raise DataError(out, "exists and is a file, not an output folder; pass another path, or --overwrite to "
-                        "replace it")
-    own = any((out / marker).exists() for marker in OWN_MARKERS) or any(out.glob("checkpoint-*"))
-    if any(out.iterdir()) and not own:
-        raise DataError(out, "is a folder align did not write (no dataset.json, run.json, metrics.json or model); "
-                        "pass another path, or --overwrite to replace it")
-
-
-def remove_stale_temporaries(path: str | Path) -> None:
-    """Remove the temporaries an earlier process killed mid-write left beside `path` (`.NAME.tmp-PID`,
-    `.NAME.old-PID`) when that process is gone. Another live process's temporaries are left alone."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        return
-    for candidate in path.parent.glob(f".{glob.escape(path.name)}.*-*"):
-        kind, _, pid = candidate.name[len(path.name) + 2:].partition("-")
-        if kind not in ("tmp", "old") or not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
-            continue
-        if candidate.is_dir():
-            shutil.rmtree(candidate, ignore_errors=True)
-        else:
-            candidate.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-@contextlib.contextmanager
-def atomic_output_dir(out: str | Path, overwrite: bool = True) -> Iterator[Path]:
-    """Yield a temporary folder beside `out`; on success it replaces `out`, on any error it is removed."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        if not overwrite:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise FileExistsError(out)
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-        os.replace(tmp, out)
-        if old.is_dir():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.unlink(missing_ok=True)  # a file replaced with --overwrite
-    else:
-        os.replace(tmp, out)
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write a file through a temporary name and rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
 
 
 def write_dataset_json(

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from align.data import shapes_vocab as vocab
+from align.data.nouns import article
 from align.data.shapes_draw import PLACEMENTS, Piece, layout, object_record
 from align.errors import ConfigError
 
@@ -327,7 +328,7 @@ def _conversation(record_id: str, image: str, prompt: str, answer: str) -> dict[
 
 
 def _existence_question(name: str) -> str:
-    return POPE_TEMPLATE.format(article=vocab.article(name), shape=name)
+    return POPE_TEMPLATE.format(article=article(name), shape=name)
 
 
 def _qa(kind: str, objects: list[dict[str, Any]], rng: random.Random) -> tuple[str, str]:
@@ -526,8 +527,9 @@ def _write_json(path: Path, payload: Any) -> None:
 
 def generate_shapes_world(config: ShapesConfig, out: str | Path) -> dict[str, int]:
     """Write the whole shapes world to `out` atomically; return its counts."""
-    from align.config import config_to_dict
-    from align.data.io import atomic_output_dir, write_dataset_json, write_jsonl
+    from align.data.io import write_dataset_json, write_jsonl
+    from align.files import atomic_output_dir
+    from align.resolve import config_to_dict
 
     prior = class_prior(config.class_skew, config.classes)
     with atomic_output_dir(out) as folder:
@@ -698,7 +700,7 @@ def attribute_pope_questions(eval_sources: list[dict[str, Any]], config: ShapesC
                 asked.add(negative)
                 for (color, name), label in ((positive, "yes"), (negative, "no")):
                     rows.append({"question_id": first_id + len(rows), "image": source["images"][0],
-                                 "text": ATTRIBUTE_TEMPLATE.format(article=vocab.article(color), color=color,
+                                 "text": ATTRIBUTE_TEMPLATE.format(article=article(color), color=color,
                                                                    shape=name),
                                  "label": label, "category": strategy, "target": name, "probe": "attribute",
                                  "color": color})

@@ -135,8 +135,3 @@ def singularize(token: str) -> str:
     if word.endswith("s") and not word.endswith("ss") and len(word) > 1:
         return word[:-1]
     return word
-
-
-def article(word: str) -> str:
-    """'an' before a vowel sound, else 'a'. Every word in this vocabulary sounds the way it is spelled."""
-    return "an" if word[:1].lower() in "aeiou" else "a"

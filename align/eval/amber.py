@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from align.errors import ConfigError, DataError
-from align.eval.common import EvalResult, align_answers, answer_text, coerce_options, load_indexed, read_json
+from align.eval.common import EvalResult, align_answers, answer_text, coerce_options, load_indexed
+from align.files import read_json
 
 BENCHMARK = "amber"
 ID_FIELDS: tuple[str, ...] = ("question_id", "id")

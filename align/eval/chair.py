@@ -45,6 +45,7 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from align.data.nouns import IRREGULAR_SINGULARS, singularize
 from align.errors import ConfigError, DataError
 from align.eval.common import (
     EvalResult,
@@ -81,67 +82,6 @@ def tokenize(text: str, split_hyphens: bool = False) -> list[str]:
         tokens = [part for token in tokens for part in (token.split("-") if "-" in token[1:-1] else [token])
                   if part]
     return tokens
-
-
-# ----------------------------------------------------------------------------------- singularizer
-
-# Plurals no suffix rule gets right, for COCO's vocabulary and common English (checked before anything else).
-IRREGULAR_SINGULARS: dict[str, str] = {
-    "people": "person", "men": "man", "women": "woman", "children": "child", "grandchildren": "grandchild",
-    "gentlemen": "gentleman", "policemen": "policeman", "servicemen": "serviceman", "mice": "mouse",
-    "knives": "knife", "pocketknives": "pocketknife", "geese": "goose", "oxen": "ox", "calves": "calf",
-    "teeth": "tooth", "feet": "foot", "lice": "louse", "skis": "ski", "buffaloes": "buffalo",
-    "potatoes": "potato", "tomatoes": "tomato", "heroes": "hero", "mangoes": "mango", "volcanoes": "volcano",
-    "thieves": "thief", "wolves": "wolf", "leaves": "leaf", "halves": "half", "shelves": "shelf",
-    "loaves": "loaf", "wives": "wife", "lives": "life", "cacti": "cactus", "fungi": "fungus", "rhombi": "rhombus",
-}
-# Words ending in these are singular unless the vocabulary knows the stripped form ("taxis" -> "taxi").
-_SINGULAR_ENDINGS = ("ss", "us", "is")
-
-
-def singularize(word: str, known: Collection[str] = frozenset(),
-                irregular: Mapping[str, str] = IRREGULAR_SINGULARS) -> str:
-    """The singular of a lower-case token, like a noun lemmatizer but with rules instead of a dictionary.
-
-    Order: the `irregular` table; a word in `known` (the vocabulary's own words) stays as it is; otherwise the
-    suffix candidates are tried and the first one in `known` wins, else the rule's default:
-    "-ies" -> "-y" (but "ties" -> "tie" for 4-letter words), "-ves" -> "-f"/"-fe" only when known,
-    "-sses" -> "-ss" ("glasses") else "-se" ("horses", "houses"; "buses" -> "bus" as "bus" is known),
-    "-xes"/"-ches"/"-shes"/"-zzes" -> drop "es", "-men" -> "-man" only when known ("policemen"), else drop the "s". Words ending in
-    "ss", "us" or "is" and tokens of 3 letters or fewer ("bus", "has", "its") are left alone unless the stripped
-    form is known ("taxis" -> "taxi").
-    """
-    if word in irregular:
-        return irregular[word]
-    if word in known or not word.isalpha():
-        return word
-    candidates = _candidates(word)
-    if word.endswith("men"):  # "firemen", but never "omen" -> "oman": only a form the vocabulary knows
-        return word[:-3] + "man" if word[:-3] + "man" in known else word
-    for candidate in candidates:
-        if candidate in known:
-            return candidate
-    if len(word) <= 3 or word.endswith(_SINGULAR_ENDINGS) or not candidates:
-        return word
-    return candidates[0]
-
-
-def _candidates(word: str) -> list[str]:
-    """Possible singulars of `word`, the rule's default first."""
-    if not word.endswith("s") or word.endswith("ss"):
-        return []
-    strip_s, strip_es = word[:-1], word[:-2]
-    if word.endswith("ies"):
-        return [strip_s, word[:-3] + "y"] if len(word) <= 4 else [word[:-3] + "y", strip_s]
-    if word.endswith("ves"):
-        return [strip_s, word[:-3] + "f", word[:-3] + "fe"]
-    if word.endswith("ses"):
-        return [strip_es, strip_s] if strip_es.endswith("ss") else [strip_s, strip_es]
-    if word.endswith(("xes", "ches", "shes", "zzes")):
-        return [strip_es, strip_s]
-    if word.endswith("oes"):
-        return [strip_s, strip_es]
-    return [strip_s]
 
 
 # ------------------------------------------------------------------------------------- vocabulary
@@ -185,7 +125,7 @@ class ChairVocab:
     @classmethod
     def from_vocabulary(cls, vocab: Any, exclusions: Iterable[tuple[str, str]] = (),
                         irregular: Mapping[str, str] | None = None, split_hyphens: bool = False) -> ChairVocab:
-        """From a `data_builders.vocab.Vocabulary` (its synonyms, phrases and safe words); the vocabulary's own
+        """From a `align.data.vocab.Vocabulary` (its synonyms, phrases and safe words); the vocabulary's own
         plural table is folded into the irregular singulars so its plurals always singularize back."""
         table = dict(IRREGULAR_SINGULARS if irregular is None else irregular)
         for singular, plural in getattr(vocab, "plurals", {}).items():
@@ -201,7 +141,7 @@ COCO_EXCLUSIONS: tuple[tuple[str, str], ...] = (("toilet", "seat"),)
 
 @lru_cache(maxsize=2)
 def coco_chair_vocab(reference_exact: bool = False) -> ChairVocab:
-    """COCO with CHAIR's synonym list and `double_word_dict` (shipped in data_builders.vocab.coco).
+    """COCO with CHAIR's synonym list and `double_word_dict` (shipped in align.data.vocab.coco).
 
     reference_exact=True keeps CHAIR's parse of the list: " motor bike" and " cheesecake" keep their leading
     space and "iPhone" its capital, so none of the three ever matches, exactly as in the reference code; and it
@@ -209,7 +149,7 @@ def coco_chair_vocab(reference_exact: bool = False) -> ChairVocab:
     counted (`ChairVocab.strip_final_s`).
     The COCO irregular singulars here are CHAIR's own table, not the plural table of the pair builders.
     """
-    from data_builders.vocab.coco import coco_double_word_dict, coco_vocabulary
+    from align.data.vocab.coco import coco_double_word_dict, coco_vocabulary
 
     vocab = coco_vocabulary(reference_exact)
     return ChairVocab(synonyms=dict(vocab.synonyms), phrases=coco_double_word_dict(), exclusions=COCO_EXCLUSIONS,

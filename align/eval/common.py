@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from align.errors import DataError
+from align.files import utf8_text
 
 
 @dataclass
@@ -39,32 +40,12 @@ class EvalResult:
                 "notes": self.notes}
 
 
-def read_json(path: str | Path) -> Any:
-    """A JSON file's value; a file that is not valid JSON is a DataError naming it and the line."""
-    path = Path(path)
-    try:
-        return json.loads(_text(path))
-    except json.JSONDecodeError as exc:
-        raise DataError(path, f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
-
-
-def _text(path: Path) -> str:
-    """The file as UTF-8 text; a byte that is not UTF-8 is a DataError naming its line."""
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise DataError(path, f"not UTF-8 text (byte 0x{data[exc.start]:02x} at line {line}); save it as UTF-8",
-                        row=line) from None
-
-
 def read_rows(path: str | Path) -> list[tuple[int, dict]]:
     """(1-based row number, row) of a JSONL file or a JSON list; a row that is not a JSON object is a DataError."""
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "no such file")
-    text = _text(path)
+    text = utf8_text(path)
     rows: list[tuple[int, Any]]
     loaded = None
     if path.suffix == ".json":

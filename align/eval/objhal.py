@@ -148,7 +148,8 @@ def load_truth_jsonl(path: Path, vocab: ChairVocab | None = None) -> dict[Any, s
     """image id -> COCO categories from rows {image_id (or id), objects: [...]}; each object is a COCO category
     or synonym, singular or plural ("dogs" and "puppy" read as dog); a name that is neither is a DataError
     naming the image, since it could never match a mention and would make every correct one look hallucinated."""
-    from align.eval.chair import image_key, singularize
+    from align.data.nouns import singularize
+    from align.eval.chair import image_key
 
     vocab = vocab or objhal_vocab()
     rows = read_rows(path)

@@ -27,6 +27,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from align.data.nouns import article
 from align.errors import ConfigError, DataError
 from align.eval.common import (
     EvalResult,
@@ -34,11 +35,10 @@ from align.eval.common import (
     answer_text,
     coerce_options,
     index_by_id,
-    read_json,
     read_rows,
     safe_div,
 )
-from data_builders.vocab.vocabulary import article
+from align.files import read_json
 
 STRATEGIES: tuple[str, ...] = ("random", "popular", "adversarial")
 # POPE's template with the article made a placeholder; {object} is the raw object name ("a skis", as released).

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from align.errors import DataError
-from align.eval.common import EvalResult, read_json
+from align.eval.common import EvalResult
+from align.files import read_json
 
 METRICS_FILE = "metrics.json"
 

@@ -20,8 +20,8 @@ def evaluate_reward_model(model_dir: str | Path, pairs: str | Path, image_root: 
         raise ConfigError(f"batch_size must be >= 1, got {batch_size!r}")
 
     from align.data.collate import ConversationEncoder
+    from align.data.reward_pairs import RewardCollator, load_reward_data
     from align.models.scalar_head import last_token_scores, load_scalar_head_model
-    from align.train.reward.data import RewardCollator, load_reward_data
 
     model, processor = load_scalar_head_model(model_dir)
     if model.info.get("kind") != "reward":

@@ -13,9 +13,9 @@ def evaluate_benchmark(bench: str, answers: str | Path | None = None, questions:
                        show: bool = True, overwrite: bool = False) -> Path:
     """Score `answers` (or generate them into `out/answers.jsonl` with `generation`, a GenerationSettings) on
     benchmark `bench`; writes `out/metrics.json` (default out: `eval-<bench>` beside the answers) and returns it."""
-    from align.data.io import check_output_target
     from align.eval import get_benchmark
     from align.eval.report import print_result, write_metrics
+    from align.files import check_output_target
 
     evaluate = get_benchmark(bench)
     options = parse_options(overrides)

@@ -90,7 +90,7 @@ def generate_answers(questions: str | Path, out: str | Path, settings: Generatio
     done = _answered(partial, by_id)
     todo = [key for key in by_id if key not in done]
     if todo:
-        from data_builders.generate import Generator
+        from align.models.generate import Generator
 
         generator = Generator(settings.model, adapter=settings.adapter, dtype=settings.dtype,
                               batch_size=settings.batch_size)
@@ -115,7 +115,7 @@ def _answer_into(partial: Path, record: Path, made_by: dict, todo: list, by_id: 
                  progress: bool) -> None:
     """Append the answers of `todo` to `partial` batch by batch (flushed, so a kill loses at most a batch)."""
     from align.data.images import load_media
-    from align.data.io import atomic_write_text
+    from align.files import atomic_write_text
     from align.progress import progress_task
 
     if not record.is_file():

@@ -36,10 +36,10 @@ from align.eval.common import (
     answer_text,
     coerce_options,
     index_by_id,
-    read_json,
     read_rows,
     safe_div,
 )
+from align.files import read_json
 
 BENCHMARK = "shapes-chair"
 CHAIR_OPTIONS: dict[str, Any] = {
@@ -57,7 +57,7 @@ ADJECTIVE_WINDOW = 2  # colour words count in the 2 tokens before a shape noun (
 @lru_cache(maxsize=1)
 def shapes_chair_vocab() -> ChairVocab:
     """CHAIR's extraction tables for the shapes world, built from the shared shapes vocabulary (no copy)."""
-    from data_builders.vocab.shapes import shapes_vocabulary
+    from align.data.vocab.shapes import shapes_vocabulary
 
     return ChairVocab.from_vocabulary(shapes_vocabulary(), split_hyphens=True)
 
@@ -65,7 +65,7 @@ def shapes_chair_vocab() -> ChairVocab:
 @lru_cache(maxsize=1)
 def _attribute_words() -> tuple[dict[str, str], dict[str, str], dict[str, int], dict[tuple[str, ...], str]]:
     """(colour word -> colour, size word -> size, number word -> n, position phrase tokens -> cell)."""
-    from data_builders.vocab.shapes import shapes_vocabulary
+    from align.data.vocab.shapes import shapes_vocabulary
 
     vocab = shapes_vocabulary()
     colors = {c: c for c in vocab.colors} | dict(vocab.color_synonyms)

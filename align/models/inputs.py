@@ -6,6 +6,7 @@ processors need something else (IDEFICS' interleaved lists, ...) register an enc
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from align.registry import import_object
@@ -74,3 +75,10 @@ def encode(
     else:
         fn = import_object(target)
     return fn(processor, conversations, images, add_generation_prompt=add_generation_prompt, videos=videos)
+
+
+def split_media(loaded: Sequence[Any]) -> tuple[list[Any], list[list[Any]]]:
+    """A record's loaded `images` list -> (still images, videos); a video is a list of frames."""
+    images = [m for m in loaded if not isinstance(m, list)]
+    videos = [m for m in loaded if isinstance(m, list)]
+    return images, videos

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,7 @@ _DTYPES = {"auto": "auto", "float32": "float32", "fp32": "float32", "bfloat16": 
            "float16": "float16", "fp16": "float16"}
 
 
-def _torch_dtype(dtype: str | Any):
+def torch_dtype(dtype: str | Any):
     import torch
 
     if not isinstance(dtype, str):
@@ -96,7 +98,7 @@ def load_model_and_processor(
         kwargs["attn_implementation"] = attn_implementation
     try:
         model = spec.auto_class().from_pretrained(
-            str(path_or_id), dtype=_torch_dtype(dtype), trust_remote_code=trust_remote_code, **kwargs
+            str(path_or_id), dtype=torch_dtype(dtype), trust_remote_code=trust_remote_code, **kwargs
         )
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -105,3 +107,18 @@ def load_model_and_processor(
         spec.fix_model(model)
     processor = load_processor(path_or_id, family, trust_remote_code)
     return model, processor
+
+
+@contextmanager
+def zero3_off() -> Iterator[None]:
+    """Inside, models load whole. transformers partitions every model loaded while a ZeRO-3 config is active (a
+    process-wide reference set when training arguments are built), so a merge on one rank would see empty shards:
+    `The size of tensor a (0) must match the size of tensor b (64)`."""
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    active = hf_deepspeed._hf_deepspeed_config_weak_ref
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = active

@@ -28,7 +28,7 @@ def merge_adapter(adapter_dir: str | Path, out: str | Path, base: str | Path | N
     """Load base + adapter, fold the LoRA deltas into the weights, save model + processor to `out` atomically."""
     from peft import PeftModel
 
-    from align.data.io import atomic_output_dir
+    from align.files import atomic_output_dir
     from align.models.load import load_model_and_processor
 
     base = base or adapter_base(adapter_dir)

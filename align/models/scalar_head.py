@@ -131,9 +131,8 @@ def load_scalar_head_model(path: str | Path, dtype: str = "float32", head: bool 
     from peft import PeftModel
     from safetensors.torch import load_file
 
-    from align.models.load import load_model_and_processor, load_processor
+    from align.models.load import load_model_and_processor, load_processor, zero3_off
     from align.models.merge import _load_extra_trainables, adapter_base
-    from align.train.common import zero3_off
 
     path = Path(path)
     info = read_head_info(path)

@@ -276,9 +276,9 @@ def _onpolicy_round(cfg: QuickstartConfig, world: Path, sft: Path, out: Path, ti
 
 def sample_captions(model: Path, world: Path, sources, cfg: QuickstartConfig) -> dict[str, list[str]]:
     from align.data.images import load_media
+    from align.models.generate import Generator
     from align.progress import progress_task
     from align.quickstart.data import PROMPT
-    from data_builders.generate import Generator
 
     generator = Generator(str(model), batch_size=64)
     conversations = [[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": PROMPT}]}]]

@@ -6,8 +6,6 @@ import json
 import os
 import platform
 import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -133,21 +131,6 @@ def wait_for_everyone() -> None:
         dist.barrier()
 
 
-@contextmanager
-def zero3_off() -> Iterator[None]:
-    """Inside, models load whole. transformers partitions every model loaded while a ZeRO-3 config is active (a
-    process-wide reference set when training arguments are built), so a merge on one rank would see empty shards:
-    `The size of tensor a (0) must match the size of tensor b (64)`."""
-    from transformers.integrations import deepspeed as hf_deepspeed
-
-    active = hf_deepspeed._hf_deepspeed_config_weak_ref
-    hf_deepspeed.unset_hf_deepspeed_config()
-    try:
-        yield
-    finally:
-        hf_deepspeed._hf_deepspeed_config_weak_ref = active
-
-
 def keep_used_weight_conversions(model) -> None:
     """Call before saving a model that may have been loaded under ZeRO-3. transformers' ZeRO-3 loader keeps every key
     conversion registered for the architecture to revert on save, not only those that matched the checkpoint as its
@@ -207,7 +190,7 @@ def package_versions() -> dict[str, str]:
 
 def write_run_json(folder: str | Path, command: str, config: dict[str, Any], extra: dict[str, Any]) -> Path:
     """`run.json` beside the outputs: resolved config, versions, seed, git revision, results."""
-    from align.data.io import atomic_write_text, current_command
+    from align.files import atomic_write_text, current_command
 
     payload = {
         "command": command,
@@ -219,39 +202,3 @@ def write_run_json(folder: str | Path, command: str, config: dict[str, Any], ext
         **extra,
     }
     return atomic_write_text(Path(folder) / "run.json", json.dumps(payload, indent=2, default=str) + "\n")
-
-
-def no_empty_output_on_failure(run):
-    """Decorator of the `run_*` functions (config first). Before the run: an output_dir that align did not write is
-    refused unless `overwrite=True` (`check_output_target`). When the run fails, an output folder it created and
-    left empty (or holding only the start record of a run that never reached a checkpoint) is removed, so a config
-    or data error leaves nothing behind. Checkpoints a run wrote stay, with their record (they resume)."""
-    import functools
-
-    @functools.wraps(run)
-    def wrapper(config, *args, overwrite: bool = False, **kwargs):
-        from align.data.io import check_output_target
-
-        out = Path(config.output_dir) if getattr(config, "output_dir", None) else None
-        if out is not None and is_main_process():
-            check_output_target(out, overwrite)
-            if overwrite and out.is_file():
-                out.unlink()
-        existed = out is not None and out.exists()
-        try:
-            return run(config, *args, **kwargs)
-        except BaseException:
-            if out is not None and not existed and out.is_dir() and is_main_process():
-                from align.train.run_state import read_run_json
-
-                if not any(out.glob("checkpoint-*")) and (read_run_json(out) or {}).get("complete") is False:
-                    (out / "run.json").unlink()  # the start record of a run that failed before its first checkpoint
-                for folder in sorted((p for p in out.rglob("*") if p.is_dir()), reverse=True):
-                    if not any(folder.iterdir()):
-                        folder.rmdir()
-                if not any(out.iterdir()):
-                    out.rmdir()
-            raise
-
-    return wrapper
-

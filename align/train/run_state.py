@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from align.errors import ConfigError
+from align.train.common import is_main_process, write_run_json
 
 # Settings that do not change what a run computes: where it writes, how often it logs or saves, the display.
 NOT_RESULT_SETTINGS = frozenset({
@@ -82,8 +83,6 @@ def last_complete_checkpoint(folder: str | Path, remove_incomplete: bool = True)
         return None
     found = sorted(((int(m.group(1)), p) for p in folder.iterdir()
                     if p.is_dir() and (m := _CHECKPOINT.fullmatch(p.name))), reverse=True)
-    from align.train.common import is_main_process
-
     for _, path in found:
         if checkpoint_is_complete(path):
             return str(path)
@@ -104,8 +103,39 @@ def _stderr(message: str) -> None:
 def start_record(folder: str | Path, command: str, config: dict[str, Any]) -> None:
     """run.json with `complete: false` and the settings, written as training starts (main process only), so a
     crashed run's folder says what it was and `--resume` can check it."""
-    from align.train.common import is_main_process, write_run_json
 
     if is_main_process():
         write_run_json(folder, command, config, {"complete": False})
 
+
+def no_empty_output_on_failure(run):
+    """Decorator of the `run_*` functions (config first). Before the run: an output_dir that align did not write is
+    refused unless `overwrite=True` (`check_output_target`). When the run fails, an output folder it created and
+    left empty (or holding only the start record of a run that never reached a checkpoint) is removed, so a config
+    or data error leaves nothing behind. Checkpoints a run wrote stay, with their record (they resume)."""
+    import functools
+
+    @functools.wraps(run)
+    def wrapper(config, *args, overwrite: bool = False, **kwargs):
+        from align.files import check_output_target
+
+        out = Path(config.output_dir) if getattr(config, "output_dir", None) else None
+        if out is not None and is_main_process():
+            check_output_target(out, overwrite)
+            if overwrite and out.is_file():
+                out.unlink()
+        existed = out is not None and out.exists()
+        try:
+            return run(config, *args, **kwargs)
+        except BaseException:
+            if out is not None and not existed and out.is_dir() and is_main_process():
+                if not any(out.glob("checkpoint-*")) and (read_run_json(out) or {}).get("complete") is False:
+                    (out / "run.json").unlink()  # the start record of a run that failed before its first checkpoint
+                for folder in sorted((p for p in out.rglob("*") if p.is_dir()), reverse=True):
+                    if not any(folder.iterdir()):
+                        folder.rmdir()
+                if not any(out.iterdir()):
+                    out.rmdir()
+            raise
+
+    return wrapper

@@ -50,7 +50,7 @@ class TrainingRun:
               ) -> TrainingRun:
         """Check the required settings; with `resume`, a run in the folder with other settings is refused and a
         finished one is marked `finished`."""
-        from align.config import config_to_dict
+        from align.resolve import config_to_dict
 
         require_settings(cfg, required)
         out = Path(output_dir if output_dir is not None else cfg.output_dir)
@@ -115,7 +115,7 @@ def natural_policy(family: str) -> str:
 def save_final(trainer, output_dir: Path) -> None:
     """Model (or adapter) + processor into a temporary folder, then moved into `output_dir` on the main rank.
     Every rank takes part in the saving: under ZeRO-3 each holds a shard of the weights, gathered here."""
-    from align.data.io import remove_stale_temporaries
+    from align.files import remove_stale_temporaries
     from align.train.common import extra_trainables, keep_used_weight_conversions
 
     remove_stale_temporaries(output_dir / "final")  # `.final.tmp-PID` of a process killed while it saved
@@ -148,8 +148,8 @@ def loadable(folder: Path) -> str:
         return str(folder)
     merged = folder / "merged"
     if not (merged / "config.json").is_file():
+        from align.models.load import zero3_off
         from align.models.merge import merge_adapter
-        from align.train.common import zero3_off
 
         if is_main_process():  # one writer; under ZeRO-3 the merge loads whole weights
             with zero3_off():

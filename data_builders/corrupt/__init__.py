@@ -1,7 +1,7 @@
-"""Corruptions that turn a clean input into the degraded one a preference pair contrasts it with.
+"""Corruptions that turn a clean response into the hallucinated one a preference pair contrasts it with.
 
-- `image.py`: image-side negatives (mDPO's crop, STIC's downscale and colour jitter, POVID's and BPO's diffusion
-  noise, plain Gaussian noise, blur), as seeded tensor functions plus the `apply_corruption` call builders use.
+- `text.py`: text-side negatives (HALVA's phrase swaps, POVID's object/attribute/relation edits) on a vocabulary.
 
-Nothing is imported here, so `import data_builders.corrupt.<module>` pulls in only what that module needs.
+Image-side negatives live in `align.data.image_corruptions` (DPO variants read them too). Nothing is imported
+here, so `import data_builders.corrupt.<module>` pulls in only what that module needs.
 """

@@ -26,8 +26,9 @@ from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from typing import Any
 
+from align.data.nouns import article
+from align.data.vocab.vocabulary import RELATIONS, Vocabulary
 from align.errors import lookup
-from data_builders.vocab.vocabulary import RELATIONS, Vocabulary, article
 
 OBJECT_STRATEGIES: tuple[str, ...] = ("random", "popular", "adversarial")
 ATTRIBUTE_KINDS: tuple[str, ...] = ("color", "size", "count", "position")

@@ -46,7 +46,7 @@ def _check_spans(row):
 
 @pytest.mark.parametrize("subset", ["closed", "open"])
 def test_halva_swaps_only_the_spans_and_never_inserts_a_present_object(subset, shapes_world, run_cli, tmp_path):
-    from data_builders.vocab import get_vocabulary
+    from align.data.vocab import get_vocabulary
 
     vocab = get_vocabulary("shapes")
     rows = _build(run_cli, "halva", shapes_world, tmp_path / "out", "vocabulary=shapes", f"subset={subset}")

@@ -26,7 +26,7 @@ def _settings(model, **kw):
 
 def test_answers_are_written_as_they_go_and_a_rerun_resumes(tiny_checkpoint, questions, tmp_path, monkeypatch):
     from align.eval.runner import answers_provenance, generate_answers
-    from data_builders.generate import Generator
+    from align.models.generate import Generator
 
     ids = [json.loads(line)["question_id"] for line in questions.read_text().splitlines()]
     out = tmp_path / "answers.jsonl"

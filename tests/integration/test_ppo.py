@@ -57,7 +57,7 @@ def test_ppo_lora_trains_policy_and_critic_adapters_and_the_policy_generates(tin
                                                                                 reward_module, run_cli, tmp_path):
     from safetensors.torch import load_file
 
-    from data_builders.generate import Generator
+    from align.models.generate import Generator
 
     base = tiny_checkpoint("llava")
     out = tmp_path / "ppo"

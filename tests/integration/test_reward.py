@@ -54,8 +54,8 @@ def test_reward_model_tells_the_true_colour_from_a_swapped_one(colour_world, col
 
 def test_saved_reward_model_reloads_with_the_scores_it_trained_to(tiny_checkpoint, pairs, run_cli, tmp_path):
     from align.data.collate import ConversationEncoder
+    from align.data.reward_pairs import load_reward_data
     from align.models.scalar_head import last_token_scores, load_scalar_head_model
-    from align.train.reward.data import load_reward_data
 
     out = tmp_path / "rm"
     result = run_cli("reward", "--model", tiny_checkpoint("llava"), "--data", pairs / "first4.jsonl",
@@ -88,8 +88,8 @@ def _captions(pairs_file: Path, out: Path, world: Path | None = None, skip_last:
 
 def test_fact_rlhf_captions_join_the_reward_prompt_and_ppo_needs_them(tiny_checkpoint, pairs, shapes_world,
                                                                       run_cli, tmp_path):
+    from align.data.reward_pairs import load_reward_data
     from align.models.load import load_processor
-    from align.train.reward.data import load_reward_data
 
     captions = _captions(pairs / "first4.jsonl", tmp_path, world=shapes_world)
     data = load_reward_data(pairs / "first4.jsonl", load_processor(tiny_checkpoint("llava")), "llava", None,

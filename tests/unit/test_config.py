@@ -8,8 +8,8 @@ from typing import Literal
 
 import pytest
 
-from align.config import coerce, config_to_dict, parse_overrides, resolve_config
 from align.errors import ConfigError
+from align.resolve import coerce, config_to_dict, parse_overrides, resolve_config
 
 
 @dataclass

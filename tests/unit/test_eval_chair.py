@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from align.data.nouns import singularize
 from align.errors import ConfigError, DataError
 from align.eval.chair import (
     ChairVocab,
@@ -16,7 +17,6 @@ from align.eval.chair import (
     evaluate,
     image_key,
     load_ground_truth,
-    singularize,
     tokenize,
 )
 
@@ -116,7 +116,7 @@ def test_another_vocabulary():
     assert objects("Two discs, a half moon, a square-shaped box and a shape.", vocab) == [
         "circle", "crescent", "square"]
     assert objects("A moon at night.", vocab) == []
-    from data_builders.vocab.shapes import shapes_vocabulary
+    from align.data.vocab.shapes import shapes_vocabulary
 
     shapes = ChairVocab.from_vocabulary(shapes_vocabulary(), split_hyphens=True)
     assert objects("Two ellipses, a half moon, rhombi and a diamond-shaped crosses.", shapes) == [

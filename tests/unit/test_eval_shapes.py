@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from align.data import shapes_vocab as vocab
+from align.data.nouns import article
 from align.data.shapes import PROBE_FILES, ShapesConfig, generate_shapes_world, write_shapes_probes
 from align.errors import ConfigError, DataError
 from align.eval import get_benchmark
@@ -98,7 +99,7 @@ def test_probe_files_are_balanced_pairs_with_true_labels(world, objects_by_image
     assert Counter(q["label"] for q in attribute)["yes"] == len(attribute) / 2
     for q in attribute:
         assert (q["label"] == "yes") == truth(q, objects_by_image[q["image"]]), q
-        assert q["text"] == f"Is there {vocab.article(q['color'])} {q['color']} {q['target']} in the image?"
+        assert q["text"] == f"Is there {article(q['color'])} {q['color']} {q['target']} in the image?"
     for q in (q for q in attribute if q["category"] == "adversarial" and q["label"] == "no"):
         assert q["target"] in {o["name"] for o in objects_by_image[q["image"]]}  # same shape, wrong colour
     combined = read_jsonl(world / "pope_object_attribute.jsonl")
@@ -332,7 +333,7 @@ def test_chair_template_naming_every_class(world, tmp_path):
     """"There is a circle, an ellipse, ... and a crescent.": every image lacks some class (at most 8 objects of
     12 classes), so CHAIR_s = 1, Recall = 1, every bait is mentioned, and CHAIR_i = absent classes / 12."""
     sources = [s for s in read_jsonl(world / "sources.jsonl") if s["split"] == "eval"]
-    caption = "There is " + ", ".join(f"{vocab.article(c)} {c}" for c in vocab.CLASSES) + "."
+    caption = "There is " + ", ".join(f"{article(c)} {c}" for c in vocab.CLASSES) + "."
     answers = write_jsonl(tmp_path / "every.jsonl", [{"image_id": s["id"], "caption": caption} for s in sources])
     result = evaluate_chair(answers, world / "sources.jsonl")
     absent = sum(len(vocab.CLASSES) - len({o["name"] for o in s["objects"]}) for s in sources)

@@ -17,8 +17,7 @@ from PIL import Image
 from torchvision.transforms import Resize
 from torchvision.transforms.v2 import functional as TF
 
-from align.errors import ConfigError
-from data_builders.corrupt.image import (
+from align.data.image_corruptions import (
     CLIP_MEAN,
     CLIP_STD,
     IMAGE_CORRUPTIONS,
@@ -39,6 +38,7 @@ from data_builders.corrupt.image import (
     standard_normal_like,
     uint8_to_float,
 )
+from align.errors import ConfigError
 
 # Every corruption with the parameters a test run needs (t and std have no default).
 PARAMS = {

@@ -36,9 +36,9 @@ def test_a_folder_made_by_something_else_is_refused(tmp_path):
 def test_the_quickstart_world_recipe_is_the_world_seed_0_generates():
     from pathlib import Path
 
-    from align.config import resolve_config
     from align.data.shapes import ShapesConfig
     from align.quickstart.pipeline import world_config
+    from align.resolve import resolve_config
 
     recipe = Path(__file__).parents[2] / "recipes" / "shapes" / "variants" / "quickstart.yaml"
     assert resolve_config(ShapesConfig, recipe=recipe) == world_config(QuickstartConfig(seed=0))

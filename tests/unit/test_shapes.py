@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from align.config import resolve_config
 from align.data import shapes_vocab as vocab
+from align.data.nouns import article
 from align.data.shapes import (
     CLASS_COLORS,
     PLANTED_CLASSES,
@@ -32,6 +32,7 @@ from align.data.shapes import (
     generate_shapes_world,
 )
 from align.errors import ConfigError
+from align.resolve import resolve_config
 
 WORLD = ShapesConfig(n=60, seed=7, eval_fraction=0.5)
 
@@ -265,7 +266,7 @@ def test_vocabulary_round_trips():
     assert vocab.singularize("rhombi") == "rhombus" and vocab.singularize("crosses") == "cross"
     assert vocab.singularize("cross") == "cross" and vocab.singularize("plus") == "plus"
     assert mentioned_classes("a half moon, two plus signs and grey discs") == ["crescent", "cross", "circle"]
-    assert vocab.article("ellipse") == "an" and vocab.article("square") == "a"
+    assert article("ellipse") == "an" and article("square") == "a"
     colours = list(vocab.COLORS.values()) + [vocab.BACKGROUND_RGB]
     closest = min(math.dist(a, b) for i, a in enumerate(colours) for b in colours[i + 1:])
     assert closest >= 100

@@ -1,4 +1,4 @@
-"""Text corruptions (data_builders/corrupt/text.py) and vocabularies (data_builders/vocab/).
+"""Text corruptions (data_builders/corrupt/text.py) and vocabularies (align/data/vocab/).
 
 The span contract is checked on every corruption made here: the chosen and rejected texts are identical outside the
 recorded spans (each text is rebuilt from the other with the spans), and each span holds exactly the swapped phrase,
@@ -15,6 +15,9 @@ import pytest
 
 from align.data import shapes_vocab
 from align.data.shapes import PLANTED_PARTNERS, ShapesConfig, generate_shapes_world
+from align.data.vocab import VOCABULARIES, get_vocabulary, load_vocabulary
+from align.data.vocab.coco import coco_double_word_dict, coco_synonym_lines, coco_vocabulary
+from align.data.vocab.shapes import shapes_vocabulary
 from align.errors import DataError, UnknownNameError
 from data_builders.corrupt.text import (
     TEXT_CORRUPTIONS,
@@ -26,9 +29,6 @@ from data_builders.corrupt.text import (
     swap_objects,
     swap_relations,
 )
-from data_builders.vocab import VOCABULARIES, get_vocabulary, load_vocabulary
-from data_builders.vocab.coco import coco_double_word_dict, coco_synonym_lines, coco_vocabulary
-from data_builders.vocab.shapes import shapes_vocabulary
 
 SHAPES = shapes_vocabulary()
 COCO = coco_vocabulary()

@@ -50,7 +50,7 @@ def _check_size(family: str, size: str) -> None:
 
 def build_tiny_atomic(family: str, out: str | Path, seed: int = 0, size: str | None = None) -> Path:
     """`build_tiny` into a temporary folder renamed to `out` when complete (nothing half-written)."""
-    from align.data.io import atomic_output_dir
+    from align.files import atomic_output_dir
 
     lookup(TINY_BUILDERS, "family", family)  # fail before creating anything
     if size is not None:

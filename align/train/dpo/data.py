@@ -116,7 +116,7 @@ def _corrupted_chosen(record: dict, base_dir, image_root, path, row, seed: int,
         images, videos = load_record_media(record["corrupted_images"], base_dir, image_root, path, row,
                                            field="corrupted_images")
         return Example(prompt + list(record["chosen"]), images, videos)
-    from data_builders.corrupt.image import apply_corruption
+    from align.data.image_corruptions import apply_corruption
 
     loaded = [load_media(v, base_dir, image_root, path=path, row=row, field="images") for v in record["images"]]
     # Every still image and every video (all its frames alike: the same crop box) gets its own seed from `seed`.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from align.train.common import no_empty_output_on_failure
 from align.train.dpo.settings import AlignDPOConfig
+from align.train.run_state import no_empty_output_on_failure
 from align.train.skeleton import TrainingRun, load_starting_model, natural_policy
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from align.errors import ConfigError, ModelError
-from align.train.common import no_empty_output_on_failure
 from align.train.ppo.settings import AlignPPOConfig
+from align.train.run_state import no_empty_output_on_failure
 from align.train.skeleton import TrainingRun, load_starting_model, loadable
 
 
@@ -18,10 +18,10 @@ def run_ppo(config: AlignPPOConfig, resume: bool = False, progress: bool = True)
     from peft import PeftModel
 
     from align.data.collate import ConversationEncoder
+    from align.data.reward_prompts import read_fact_captions
     from align.train.ppo.data import check_prompt_lengths, load_prompt_data
     from align.train.ppo.rewards import load_reward_funcs
     from align.train.ppo.trainer import ActorCritic, AlignPPOTrainer
-    from align.train.reward.prompts import read_fact_captions
     from align.train.run_config import apply_policy_and_report
 
     cfg = config

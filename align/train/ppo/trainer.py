@@ -276,8 +276,8 @@ class AlignPPOTrainer(FiniteGuardMixin, Trainer):
 
     def _reward_model_scores(self, rows, examples, texts) -> torch.Tensor:
         from align.data.collate import Example
+        from align.data.reward_prompts import reward_messages
         from align.models.scalar_head import last_token_scores
-        from align.train.reward.prompts import reward_messages
 
         scored = []
         for row, example, text in zip(rows, examples, texts, strict=True):

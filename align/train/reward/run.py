@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from align.train.common import no_empty_output_on_failure
 from align.train.reward.settings import AlignRewardConfig
+from align.train.run_state import no_empty_output_on_failure
 from align.train.skeleton import TrainingRun, load_starting_model
 
 
@@ -13,9 +13,9 @@ from align.train.skeleton import TrainingRun, load_starting_model
 def run_reward(config: AlignRewardConfig, resume: bool = False, progress: bool = True) -> Path:
     """Check every pair, train, save the reward model and `run.json` into `output_dir`; returns it."""
     from align.data.collate import ConversationEncoder
+    from align.data.reward_pairs import RewardCollator, load_reward_data
+    from align.data.reward_prompts import resolve_reward_prompt
     from align.models.scalar_head import ScalarHeadModel
-    from align.train.reward.data import RewardCollator, load_reward_data
-    from align.train.reward.prompts import resolve_reward_prompt
     from align.train.reward.trainer import RewardModelTrainer, pair_accuracy
     from align.train.run_config import apply_policy_and_report
 

@@ -12,10 +12,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from align.config import config_to_dict
 from align.errors import ConfigError
-from align.train.common import no_empty_output_on_failure
-from align.train.run_state import check_resume
+from align.resolve import config_to_dict
+from align.train.run_state import check_resume, no_empty_output_on_failure
 from align.train.sft.settings import AlignSFTConfig
 from align.train.skeleton import TrainingRun, load_starting_model, loadable, natural_policy
 
@@ -39,7 +38,7 @@ def _with(config: AlignSFTConfig, **changes: Any) -> AlignSFTConfig:
 
 def _typed(stage: dict) -> dict[str, Any]:
     """A stage's overrides coerced to the config's field types (values from `key=value` arrive as strings)."""
-    from align.config import coerce, type_hints
+    from align.resolve import coerce, type_hints
 
     hints = type_hints(AlignSFTConfig)
     typed = {}

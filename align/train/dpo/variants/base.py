@@ -14,9 +14,10 @@ that defines `VARIANT = SomeVariant()` is registered by `align.train.dpo.variant
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
+if TYPE_CHECKING:  # torch loads only when a run starts: `align --help` stays fast
+    import torch
 
 
 class Variant:

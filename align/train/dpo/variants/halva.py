@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
-
 from align.ranges import NON_NEGATIVE
 from align.train.dpo.variants.base import Variant
 
@@ -57,6 +55,8 @@ class PhraseAlignment(Variant):
     def compute_loss(self, trainer, model, inputs, return_outputs):
         """Phrase alignment, mean over the batch's phrase pairs, + halva_alpha x the forward KL on the batch's SFT
         samples (`kl_inputs`), summed over tokens and vocabulary, mean over samples."""
+        import torch
+
         from align.losses import forward_kl, halva_alignment_loss, phrase_logps
         from align.train.dpo.logps import refuse_outputs
 

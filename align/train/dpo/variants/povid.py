@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
-
 from align.ranges import NON_NEGATIVE, Range
 from align.train.dpo.variants.base import Variant
 
@@ -82,6 +80,8 @@ def povid_logps(trainer, model, inputs, reference: bool = False, ref_module=None
     tokens, as POVID's code does (its reference re-runs the whole procedure with the LoRA disabled).
 
     The clean forward returns full logits [2B, T, V] (it serves both the labels and the argmax tokens)."""
+    import torch
+
     logits = trainer.logits(model, inputs, reference=reference, ref_module=ref_module)[:, :-1].float()  # [2B, T-1, V]
     logp = logits.log_softmax(dim=-1)
     mask = inputs["completion_mask"][..., 1:]  # [2B, T-1]

@@ -32,10 +32,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from align.data.nouns import IRREGULAR_PLURALS, article, pluralize
+from align.data.vocab.coco import coco_vocabulary
+from align.data.vocab.shapes import shapes_vocabulary
+from align.data.vocab.vocabulary import Vocabulary
 from align.errors import DataError, lookup
-from data_builders.vocab.coco import coco_vocabulary
-from data_builders.vocab.shapes import shapes_vocabulary
-from data_builders.vocab.vocabulary import IRREGULAR_PLURALS, Vocabulary, article, pluralize
 
 __all__ = [
     "VOCABULARIES", "Vocabulary", "article", "coco_vocabulary", "get_vocabulary", "load_vocabulary",

@@ -6,7 +6,8 @@ from __future__ import annotations
 from functools import lru_cache
 
 from align.data import shapes_vocab
-from data_builders.vocab.vocabulary import Vocabulary, grid_positions, pluralize
+from align.data.nouns import pluralize
+from align.data.vocab.vocabulary import Vocabulary, grid_positions
 
 
 def _plurals() -> dict[str, str]:

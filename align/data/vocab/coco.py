@@ -18,7 +18,8 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-from data_builders.vocab.vocabulary import IRREGULAR_PLURALS, Vocabulary, pluralize
+from align.data.nouns import IRREGULAR_PLURALS, pluralize
+from align.data.vocab.vocabulary import Vocabulary
 
 COCO_SYNONYMS_FILE = Path(__file__).with_name("coco_synonyms.txt")
 

@@ -58,8 +58,7 @@ class Generator:
             texts = [self.tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False)
                      for c in conversations]
             return self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        from align.data.collate import split_media
-        from align.models.inputs import encode
+        from align.models.inputs import encode, split_media
 
         split = [split_media(per) for per in images]
         videos = [v for _, v in split]
@@ -123,11 +122,11 @@ class Generator:
 def _load_causal_lm(path: str, dtype: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from align.models.load import _torch_dtype
+    from align.models.load import torch_dtype
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=_torch_dtype(dtype))
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype))
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot load '{path}' as a VLM or a causal LM: {str(exc).splitlines()[0]}") from None
     if tokenizer.pad_token is None:

@@ -33,7 +33,7 @@ class RewardData:
                 Example(self.messages(index, record["rejected"]), images, videos))
 
     def messages(self, index: int, completion: list[dict]) -> list[dict]:
-        from align.train.reward.prompts import reward_messages
+        from align.data.reward_prompts import reward_messages
 
         record = self.records[index]
         return reward_messages(record["prompt"], completion, self.reward_prompt, record, self.captions,
@@ -45,8 +45,8 @@ def load_reward_data(path: str | Path, processor, family: str, image_root: str |
                      too_long: str = "error", seed: int = 0) -> RewardData:
     """Read, check and measure every pair (both sides, reward prompt included)."""
     from align.data.io import read_records
+    from align.data.reward_prompts import read_fact_captions
     from align.data.schema import validate_records
-    from align.train.reward.prompts import read_fact_captions
 
     records = read_records(path, image_root=image_root)
     if not records:

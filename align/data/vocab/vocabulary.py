@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from align.data import shapes_vocab
+from align.data.nouns import article, pluralize
 
 # ------------------------------------------------------------------------------------ English defaults
 
@@ -69,50 +70,6 @@ def grid_positions() -> dict[str, str]:
             table[phrase] = cell
     table.update({phrase: cell for cell, phrase in shapes_vocab.CELL_PHRASES.items()})
     return table
-
-
-# ------------------------------------------------------------------------------------------ plurals
-
-# Plurals the suffix rule gets wrong, for both vocabularies' words (a user vocabulary may add its own).
-IRREGULAR_PLURALS: dict[str, str] = {
-    "man": "men", "woman": "women", "child": "children", "person": "people", "gentleman": "gentlemen",
-    "policeman": "policemen", "serviceman": "servicemen", "mouse": "mice", "knife": "knives",
-    "knive": "knives", "pocketknife": "pocketknives", "goose": "geese", "calf": "calves", "ox": "oxen",
-    "thief": "thieves", "sheep": "sheep", "bison": "bison", "buffalo": "buffaloes", "cattle": "cattle",
-    "people": "people", "children": "children", "oxen": "oxen", "skis": "skis", "scissors": "scissors",
-    "broccoli": "broccoli", "luggage": "luggage", "fowl": "fowl", "waterfowl": "waterfowl",
-    "rhombus": "rhombi",
-}
-
-
-def pluralize(phrase: str, irregular: Mapping[str, str] = IRREGULAR_PLURALS) -> str:
-    """English plural of a noun or noun phrase (the last word takes the plural: "teddy bear" -> "teddy bears")."""
-    head, _, last = phrase.rpartition(" ")
-    lower = last.lower()
-    if lower in irregular:
-        plural = irregular[lower]
-    elif len(lower) > 1 and lower.endswith("y") and lower[-2] not in "aeiou":
-        plural = lower[:-1] + "ies"
-    elif lower.endswith(("s", "x", "z", "ch", "sh")):
-        plural = lower + "es"
-    else:
-        plural = lower + "s"
-    return f"{head} {plural}" if head else plural
-
-
-# Words that start with a vowel letter but a consonant sound, and the reverse.
-_CONSONANT_SOUND = ("uni", "use", "usu", "uti", "eu", "one", "once", "ewe")
-_VOWEL_SOUND = ("hour", "honest", "honor", "heir")
-
-
-def article(word: str) -> str:
-    """'an' before a vowel sound, else 'a' ("an elephant", "a unicycle", "a tv", "an hour")."""
-    lower = word.lower()
-    if lower.startswith(_VOWEL_SOUND):
-        return "an"
-    if lower.startswith(_CONSONANT_SOUND):
-        return "a"
-    return "an" if lower[:1] in "aeiou" else "a"
 
 
 # ------------------------------------------------------------------------------------- the type

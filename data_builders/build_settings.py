@@ -53,7 +53,7 @@ class BuildConfig:
 
     def settings(self) -> dict:
         """What shapes the output (for dataset.json and the resume check): everything but where files live."""
-        from align.config import config_to_dict
+        from align.resolve import config_to_dict
 
         values = config_to_dict(self)
         for key in ("input", "image_root", "out", "limit"):

@@ -47,7 +47,7 @@ def factual_prompt(captions: Sequence[str], seed: int) -> str:
 
 def read_fact_captions(path: str | Path) -> dict[str, list[str]]:
     """{image key: [captions]} from a JSON object (LLaVA-RLHF's image_to_caption.json layout)."""
-    from align.eval.common import read_json
+    from align.files import read_json
 
     path = Path(path)
     if not path.is_file():
