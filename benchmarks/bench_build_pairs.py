@@ -20,8 +20,9 @@ from pathlib import Path
 def rule_based(world: Path, tmp: Path) -> None:
     import json
 
+    from align.seeds import derive_seed
     from data_builders import builder_class
-    from data_builders.base import Source, derive_seed, run_build
+    from data_builders.base import Source, run_build
 
     rows = [json.loads(line) for line in (world / "sources.jsonl").read_text().splitlines()]
     for method, extra in (("halva", {}), ("povid", {"stage": 1})):

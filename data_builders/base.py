@@ -15,24 +15,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import shutil
-import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from align.distributed import rank_and_world, wait_for_everyone
 from align.errors import ConfigError, DataError
+from align.seeds import derive_seed
 from data_builders.build_settings import BuildConfig
-
-
-def derive_seed(*parts: object) -> int:
-    """A 63-bit seed from any parts (stable across Python runs, unlike hash())."""
-    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
 
 
 @dataclass
@@ -154,19 +148,6 @@ def _check_required(builder: Builder, records, origins) -> None:
                                 field=options[0])
 
 
-def _world() -> tuple[int, int]:
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def _barrier() -> None:
-    if "torch" not in sys.modules:  # nothing can have started a process group; importing torch costs seconds
-        return
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
 def _work_dir(out: Path) -> Path:
     return out.parent / f".{out.name}.work"
 
@@ -220,7 +201,7 @@ def run_build(builder: Builder, command: str | None = None, progress: bool = Tru
         builder.generator  # noqa: B018  (fail on a bad --model before any work)
     builder.prepare(rows, input_dataset_info(config.input))
 
-    rank, world = _world()
+    rank, world = rank_and_world()
     work = _work_dir(out)
     work.mkdir(parents=True, exist_ok=True)
     n_chunks = (len(rows) + config.chunk_size - 1) // config.chunk_size
@@ -253,7 +234,7 @@ def run_build(builder: Builder, command: str | None = None, progress: bool = Tru
             _write_chunk(path, {"read": size, "pairs": [p for p, _ in kept], "origins": [o for _, o in kept],
                                 "skipped": dict(skipped)})
             _advance(bar, size)
-    _barrier()
+    wait_for_everyone()
     summary = BuildSummary(out=out)
     if rank != 0:
         return summary

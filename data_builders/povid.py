@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from align.errors import ConfigError
-from data_builders.base import Built, Source, derive_seed, user_prompt
+from align.seeds import derive_seed
+from data_builders.base import Built, Source, user_prompt
 from data_builders.textual import TextBuildConfig, TextBuilder
 
 CATEGORIES = ("object", "relation", "attribute")

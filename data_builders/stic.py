@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from data_builders.base import Builder, Built, Source, derive_seed, user_prompt
+from align.seeds import derive_seed
+from data_builders.base import Builder, Built, Source, user_prompt
 from data_builders.build_settings import BuildConfig
 
 DETAILED_PROMPT = (

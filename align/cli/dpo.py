@@ -15,6 +15,7 @@ from align.cli._options import (
     OverwriteOpt,
     ResumeOpt,
     TrainOpt,
+    run_training,
 )
 from align.train.dpo.variants import VARIANTS
 
@@ -33,20 +34,9 @@ def dpo(
     overrides: OverridesArg = None,
 ) -> None:
     """Align a VLM with preference pairs: TRL's DPO losses, or a variant such as RLHF-V's DDPO."""
-    from align.resolve import resolve_config
-    from align.train.common import init_distributed_if_launched, is_main_process
     from align.train.dpo.run import run_dpo
     from align.train.dpo.settings import AlignDPOConfig
 
-    init_distributed_if_launched()
-    cfg = resolve_config(
-        AlignDPOConfig,
-        recipe=config,
-        flags={"variant": variant, "model": model, "data": str(data) if data else None,
-               "output_dir": str(output_dir) if output_dir else None, "train": train, "deepspeed": deepspeed,
-               "image_root": str(image_root) if image_root else None},
-        overrides=overrides or [],
-    )
-    out = run_dpo(cfg, resume=resume, overwrite=overwrite)
-    if is_main_process():
-        typer.echo(f"model written to {out}")
+    run_training(AlignDPOConfig, run_dpo, config, {
+        "variant": variant, "model": model, "data": data, "output_dir": output_dir, "train": train,
+        "deepspeed": deepspeed, "image_root": image_root}, overrides, resume, overwrite, written="model")

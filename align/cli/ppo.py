@@ -15,6 +15,7 @@ from align.cli._options import (
     OverwriteOpt,
     ResumeOpt,
     TrainOpt,
+    run_training,
 )
 
 
@@ -39,20 +40,10 @@ def ppo(
 ) -> None:
     """Optimise a policy with PPO: rollouts with images, KL-shaped rewards, GAE, a critic started from the
     reward model; the policy is saved as an adapter (LoRA) or a whole checkpoint, its critic under value_model/."""
-    from align.resolve import resolve_config
-    from align.train.common import init_distributed_if_launched, is_main_process
     from align.train.ppo.run import run_ppo
     from align.train.ppo.settings import AlignPPOConfig
 
-    init_distributed_if_launched()
-    paths = {"data": data, "reward_model": reward_model, "output_dir": output_dir, "image_root": image_root}
-    cfg = resolve_config(
-        AlignPPOConfig,
-        recipe=config,
-        flags={"model": model, "train": train, "deepspeed": deepspeed, "reward_funcs": reward_funcs or None,
-               **{k: str(v) if v else None for k, v in paths.items()}},
-        overrides=overrides or [],
-    )
-    out = run_ppo(cfg, resume=resume, overwrite=overwrite)
-    if is_main_process():
-        typer.echo(f"policy written to {out}")
+    run_training(AlignPPOConfig, run_ppo, config, {
+        "model": model, "data": data, "reward_model": reward_model, "reward_funcs": reward_funcs or None,
+        "output_dir": output_dir, "train": train, "deepspeed": deepspeed, "image_root": image_root},
+        overrides, resume, overwrite, written="policy")

@@ -15,6 +15,7 @@ from align.cli._options import (
     OverwriteOpt,
     ResumeOpt,
     TrainOpt,
+    run_training,
 )
 
 
@@ -37,21 +38,10 @@ def reward(
 ) -> None:
     """Train a reward model: a zero-initialised scalar head on a VLM, read at the last token of (image,
     conversation, response, reward prompt), with Bradley-Terry loss plus LLaVA-RLHF's centring term."""
-    from align.resolve import resolve_config
-    from align.train.common import init_distributed_if_launched, is_main_process
     from align.train.reward.run import run_reward
     from align.train.reward.settings import AlignRewardConfig
 
-    init_distributed_if_launched()
-    paths = {"data": data, "eval_data": eval_data, "output_dir": output_dir, "fact_captions": fact_captions,
-             "image_root": image_root}
-    cfg = resolve_config(
-        AlignRewardConfig,
-        recipe=config,
-        flags={"model": model, "train": train, "deepspeed": deepspeed,
-               **{k: str(v) if v else None for k, v in paths.items()}},
-        overrides=overrides or [],
-    )
-    out = run_reward(cfg, resume=resume, overwrite=overwrite)
-    if is_main_process():
-        typer.echo(f"reward model written to {out}")
+    run_training(AlignRewardConfig, run_reward, config, {
+        "model": model, "data": data, "eval_data": eval_data, "output_dir": output_dir, "train": train,
+        "fact_captions": fact_captions, "deepspeed": deepspeed, "image_root": image_root},
+        overrides, resume, overwrite, written="reward model")

@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from align.cli._options import ConfigOpt, DeepSpeedOpt, ImageRootOpt, OverridesArg, OverwriteOpt, TrainOpt
+from align.cli._options import (
+    ConfigOpt,
+    DeepSpeedOpt,
+    ImageRootOpt,
+    OverridesArg,
+    OverwriteOpt,
+    TrainOpt,
+    run_training,
+)
 
 
 def sft(
@@ -24,20 +32,9 @@ def sft(
     overrides: OverridesArg = None,
 ) -> None:
     """Fine-tune a VLM on SFT conversations, training only the chosen parts, on the assistant turns only."""
-    from align.resolve import resolve_config
-    from align.train.common import init_distributed_if_launched, is_main_process
     from align.train.sft.run import run_sft
     from align.train.sft.settings import AlignSFTConfig
 
-    init_distributed_if_launched()
-    cfg = resolve_config(
-        AlignSFTConfig,
-        recipe=config,
-        flags={"model": model, "data": str(data) if data else None, "output_dir": str(output_dir) if output_dir
-               else None, "train": train, "deepspeed": deepspeed,
-               "image_root": str(image_root) if image_root else None},
-        overrides=overrides or [],
-    )
-    out = run_sft(cfg, resume=resume, overwrite=overwrite)
-    if is_main_process():
-        typer.echo(f"model written to {out}")
+    run_training(AlignSFTConfig, run_sft, config, {
+        "model": model, "data": data, "output_dir": output_dir, "train": train, "deepspeed": deepspeed,
+        "image_root": image_root}, overrides, resume, overwrite, written="model")

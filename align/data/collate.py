@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from align.data.messages import count_placeholders
@@ -169,3 +170,18 @@ class ConversationCollator:
         batch = self.encoder.encode([self.load_example(r) for r in rows], add_generation_prompt=False)
         batch["labels"] = labels_from_spans(batch, [self.spans[r] for r in rows])
         return dict(batch)
+
+
+@dataclass
+class CheckedRecords:
+    """Records read and checked before training: each row's (file, row number) for errors, the base folder and
+    image root its images resolve under, and how many rows were dropped (too long)."""
+
+    records: list[dict]
+    base_dir: Path | None
+    image_root: Path | None
+    origins: list[tuple[Any, int]]
+    dropped: int = 0
+
+    def __len__(self) -> int:
+        return len(self.records)

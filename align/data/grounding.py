@@ -57,7 +57,7 @@ from typing import Any
 from align.data import shapes_vocab as vocab
 from align.data.messages import IMAGE_TOKEN
 from align.data.nouns import article
-from align.data.shapes import derive_seed
+from align.data.shapes import world_seed
 from align.errors import DataError, lookup
 
 Box = tuple[Fraction, Fraction, Fraction, Fraction]
@@ -466,7 +466,7 @@ def grounding_records(sources: Iterable[Mapping[str, Any]], n_per_image: int = 2
         objects = _usable_objects(source, {"path": file, "row": row})
         if not objects:
             continue
-        rng = random.Random(derive_seed(seed, "grounding", source["id"]))
+        rng = random.Random(world_seed(seed, "grounding", source["id"]))
         for k, (task, obj) in enumerate(_pick(_candidates(objects, rng), n_per_image, offset=i)):
             records.append(_task_record(task, obj, objects, source, k))
     return records

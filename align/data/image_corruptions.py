@@ -39,7 +39,6 @@ indexes `alphas_bar_sqrt[t]` (abar_t is the product of t + 1 factors).
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import math
 from collections.abc import Callable, Sequence
@@ -52,6 +51,7 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
 from align.errors import ConfigError
+from align.seeds import derive_seed
 
 Generators = torch.Generator | Sequence[torch.Generator]
 
@@ -467,15 +467,9 @@ def _entry_params(entry: Callable) -> tuple[set[str], set[str]]:
     return {p.name for p in params}, {p.name for p in params if p.default is inspect.Parameter.empty}
 
 
-def _image_seed(seed: int, index: int) -> int:
-    """Image `index`'s own 63-bit seed, stable across runs and platforms."""
-    digest = hashlib.sha256(f"image-corruption\x1f{seed}\x1f{index}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
-
-
 def _image_seeds(seed: int | Sequence[int], n: int) -> list[int]:
     if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
-        return [_image_seed(int(seed), i) for i in range(n)]
+        return [derive_seed("image-corruption", int(seed), i) for i in range(n)]
     seeds = list(seed)
     if len(seeds) != n or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in seeds):
         raise ValueError(f"seed must be an int or one int per image ({n}), got {seed!r}")

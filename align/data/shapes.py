@@ -24,7 +24,6 @@ written in a fixed order and nothing records a time, so the same config gives by
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import random
@@ -37,6 +36,7 @@ from align.data import shapes_vocab as vocab
 from align.data.nouns import article
 from align.data.shapes_draw import PLACEMENTS, Piece, layout, object_record
 from align.errors import ConfigError
+from align.seeds import derive_seed
 
 # Classes by prior rank, most frequent first. Anchors rank high so that about one image in five holds an anchor
 # without its partner (a bait for the adversarial split); the rare partners (diamond, star) then appear mostly
@@ -182,10 +182,9 @@ def _check_range(name: str, value: Any, low: float, high: float, integer: bool =
 # ------------------------------------------------------------------------------------------------ seeds
 
 
-def derive_seed(*parts: object) -> int:
-    """A 32-bit seed from any parts: stable across runs, platforms and PYTHONHASHSEED (unlike hash())."""
-    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:4], "big")
+def world_seed(*parts: object) -> int:
+    """A 32-bit seed of the shapes world from any parts (':'-joined: the world's published layout depends on it)."""
+    return derive_seed(*parts, bits=32, separator=":")
 
 
 def image_id(index: int) -> str:
@@ -351,7 +350,7 @@ def _qa(kind: str, objects: list[dict[str, Any]], rng: random.Random) -> tuple[s
 
 def sft_records(index: int, source: dict[str, Any], config: ShapesConfig) -> list[dict[str, Any]]:
     """One detailed-caption conversation and `qa_per_image` short QA conversations for a train image."""
-    rng = random.Random(derive_seed(config.seed, "sft", index))
+    rng = random.Random(world_seed(config.seed, "sft", index))
     image = source["images"][0]
     records = [_conversation(f"{source['id']}_caption", image, rng.choice(CAPTION_PROMPTS), source["caption"])]
     for k in range(config.qa_per_image):
@@ -427,8 +426,8 @@ def pope_questions(eval_sources: list[dict[str, Any]], config: ShapesConfig, fre
             index = image_index(source["id"])
             present = sorted({o["name"] for o in source["objects"]}, key=vocab.CLASSES.index)
             # Positives are drawn once per image, so the three splits ask about the same present classes.
-            random.Random(derive_seed(config.seed, "pope-positives", index)).shuffle(present)
-            rng = random.Random(derive_seed(config.seed, "pope", strategy, index))
+            random.Random(world_seed(config.seed, "pope-positives", index)).shuffle(present)
+            rng = random.Random(world_seed(config.seed, "pope", strategy, index))
             asked = set(o["name"] for o in source["objects"])
             for positive in present[: config.pope_positives]:
                 negative = _pope_negative(strategy, positive, asked, rng, frequency, cooc)
@@ -469,7 +468,7 @@ def _render_all(config: ShapesConfig, folder: Path, prior: dict[str, float]):
     with _progress(config.n) as progress:
         task = progress.add_task("render", total=config.n)
         for index in range(config.n):
-            seed = derive_seed(config.seed, "image", index)
+            seed = world_seed(config.seed, "image", index)
             image, objects = render_image(config, seed, prior)
             rel = f"images/{image_id(index)}.png"
             image.save(folder / rel, format="PNG")
@@ -656,7 +655,7 @@ def probe_questions(eval_sources: list[dict[str, Any]], config: ShapesConfig) ->
     next_id = 1
     for kind in PROBE_KINDS:
         for source in eval_sources:
-            rng = random.Random(derive_seed(config.seed, "probe", kind, image_index(source["id"])))
+            rng = random.Random(world_seed(config.seed, "probe", kind, image_index(source["id"])))
             pair = _PROBE_PAIRS[kind](source["objects"], rng)
             for text, label, target, value in pair or ():
                 out[kind].append({"question_id": next_id, "image": source["images"][0], "text": text,
@@ -692,8 +691,8 @@ def attribute_pope_questions(eval_sources: list[dict[str, Any]], config: ShapesC
             index = image_index(source["id"])
             present = sorted({(o["color"], o["name"]) for o in source["objects"]},
                              key=lambda p: (vocab.CLASSES.index(p[1]), list(vocab.COLORS).index(p[0])))
-            random.Random(derive_seed(config.seed, "pope-attribute-positives", index)).shuffle(present)
-            rng = random.Random(derive_seed(config.seed, "pope-attribute", strategy, index))
+            random.Random(world_seed(config.seed, "pope-attribute-positives", index)).shuffle(present)
+            rng = random.Random(world_seed(config.seed, "pope-attribute", strategy, index))
             asked, worn = set(present), {o["color"] for o in source["objects"]}
             for positive in present[: config.pope_positives]:
                 negative = _attribute_negative(strategy, positive, asked, worn, rng, frequency)

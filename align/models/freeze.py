@@ -244,7 +244,7 @@ def apply_train_policy(model, family: str, policy: str, lora: LoraSettings | Non
     CPU or GPU); qlora needs one loaded in 4-bit (`qlora_quantization_config`)."""
     resolved = resolve_policy(policy, family)
     spec = get_family(family)
-    if _is_peft(model):
+    if is_peft_model(model):
         raise ConfigError(f"train policy '{policy}': the model is already PEFT-wrapped; apply a policy to the base "
                           "model")
     full = _fully_trained(model, resolved)
@@ -260,7 +260,9 @@ def apply_train_policy(model, family: str, policy: str, lora: LoraSettings | Non
     return model
 
 
-def _is_peft(model) -> bool:
+def is_peft_model(model) -> bool:
+    """A PEFT wrapper (LoRA, adapters): it has adapters and a base model under it. Duck-typed so that checking
+    needs no import of peft."""
     return hasattr(model, "peft_config") and hasattr(model, "get_base_model")
 
 
@@ -537,7 +539,7 @@ def extra_state_dict(model) -> dict:
     """Trainable parameters of a PEFT-wrapped model that its adapter file does not hold, keyed by their names in
     the unwrapped model: bare parameters under lora (LLaVA-NeXT's image_newline, BLIP-2's query tokens) and the
     norms and fully trained parts under adapter. Empty for a model PEFT does not wrap."""
-    if not _is_peft(model):
+    if not is_peft_model(model):
         return {}
     from peft.utils import get_peft_model_state_dict
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from align.data import shapes_vocab as vocab
-from align.data.shapes import CAPTION_PROMPTS, PLANTED_PARTNERS, caption, derive_seed
+from align.data.shapes import CAPTION_PROMPTS, PLANTED_PARTNERS, caption, world_seed
 
 PAIR_KINDS = ("add", "drop", "swap")
 PROMPT = CAPTION_PROMPTS[0]  # "Describe this image in detail."
@@ -80,7 +80,7 @@ def noisy_sft_records(world: str | Path, noise: float, seed: int) -> tuple[list[
         source_id = record["id"].rsplit("_", 1)[0]
         source = sources.get(source_id)
         if source is not None and record["id"].endswith("_caption"):
-            rng = random.Random(derive_seed(seed, "noisy-sft", source_id))
+            rng = random.Random(world_seed(seed, "noisy-sft", source_id))
             baits = absent_partners(source["objects"])
             if baits and rng.random() < noise:
                 text = with_added(source["objects"], rng.choice(baits), rng, palette)
@@ -128,7 +128,7 @@ def preference_pairs(world: str | Path, n_pairs: int, seed: int,
     sources = train_sources(world)
     info = _world_json(world)
     palette, classes = info.get("palette"), info["prior_order"]  # prior_order: the classes the world draws
-    rng = random.Random(derive_seed(seed, "quickstart-pairs"))
+    rng = random.Random(world_seed(seed, "quickstart-pairs"))
     order = list(range(len(sources)))
     rng.shuffle(order)
     rows = []
@@ -196,5 +196,5 @@ def sampled_pairs(samples: dict[str, list[str]], world: str | Path, seed: int) -
             rows.append(_pair(f"{image_id}-s", source, best[3], worst[3], {
                 "kind": "sampled", "chosen_wrong": best[1], "chosen_right": best[2], "rejected_wrong": worst[1],
                 "rejected_right": worst[2]}))
-    random.Random(derive_seed(seed, "sampled-pairs")).shuffle(rows)
+    random.Random(world_seed(seed, "sampled-pairs")).shuffle(rows)
     return rows

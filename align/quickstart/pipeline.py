@@ -248,11 +248,11 @@ def _onpolicy_round(cfg: QuickstartConfig, world: Path, sft: Path, out: Path, ti
     """RLAIF-V style: sample captions from the SFT model, rank by the claim checker, DPO best vs worst; its
     control trains SFT on the best samples alone."""
     from align.data.io import write_jsonl
-    from align.data.shapes import derive_seed
+    from align.data.shapes import world_seed
     from align.quickstart.data import chosen_sft_records, sampled_pairs, train_sources
 
     sources = train_sources(world)
-    random.Random(derive_seed(cfg.seed, "onpolicy-images")).shuffle(sources)
+    random.Random(world_seed(cfg.seed, "onpolicy-images")).shuffle(sources)
     sources = sources[: cfg.onpolicy_images]
     with timer(f"sample {cfg.samples_per_image} captions x {len(sources)} train images", cost["sample"]):
         samples = sample_captions(sft, world, sources, cfg)

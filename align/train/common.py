@@ -123,14 +123,6 @@ def _skip_shm_comm_build() -> None:
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
-def wait_for_everyone() -> None:
-    """Barrier across the ranks of a distributed run; nothing in a plain process."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
 def keep_used_weight_conversions(model) -> None:
     """Call before saving a model that may have been loaded under ZeRO-3. transformers' ZeRO-3 loader keeps every key
     conversion registered for the architecture to revert on save, not only those that matched the checkpoint as its
@@ -161,10 +153,6 @@ def extra_trainables(model, zero3: bool) -> dict:
     trainable = [p for p in model.parameters() if p.requires_grad]
     with deepspeed.zero.GatheredParameters(trainable, modifier_rank=None):
         return {n: t.detach().clone().contiguous().cpu() for n, t in extra_state_dict(model).items()}
-
-
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _git_revision() -> str | None:

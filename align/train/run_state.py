@@ -16,8 +16,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from align.distributed import is_main_process
 from align.errors import ConfigError
-from align.train.common import is_main_process, write_run_json
+from align.train.common import write_run_json
 
 # Settings that do not change what a run computes: where it writes, how often it logs or saves, the display.
 NOT_RESULT_SETTINGS = frozenset({

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from align.distributed import is_main_process, wait_for_everyone
 from align.errors import ConfigError
-from align.train.common import is_main_process, wait_for_everyone, write_run_json
+from align.train.common import write_run_json
 from align.train.run_state import check_resume, last_complete_checkpoint, start_record
 
 

@@ -16,11 +16,12 @@ and reference see different crops; here each row keeps its crop for the whole ru
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from align.data.collate import (
+    CheckedRecords,
     ConversationEncoder,
     Example,
     Spans,
@@ -57,16 +58,8 @@ def _union(groups: tuple[tuple[int, ...], ...]) -> tuple[int, ...]:
 
 
 @dataclass
-class PreferenceData:
-    records: list[dict]
-    layouts: list[PairLayout]
-    base_dir: Path | None
-    image_root: Path | None
-    origins: list[tuple[Any, int]]
-    dropped: int = 0
-
-    def __len__(self) -> int:
-        return len(self.records)
+class PreferenceData(CheckedRecords):
+    layouts: list[PairLayout] = field(kw_only=True)  # one per record
 
     def load_pair(self, index: int) -> tuple[Example, Example]:
         path, row = self.origins[index]
@@ -101,10 +94,9 @@ def povid_noise(t: int = 500) -> Corruption:
 
 def corruption_seed(seed: int, row: int) -> int:
     """Row `row`'s own 63-bit seed for its m' under the run's `seed`, stable across runs and platforms."""
-    import hashlib
+    from align.seeds import derive_seed
 
-    digest = hashlib.sha256(f"mdpo-corruption\x1f{int(seed)}\x1f{int(row)}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
+    return derive_seed("mdpo-corruption", int(seed), int(row))
 
 
 def _corrupted_chosen(record: dict, base_dir, image_root, path, row, seed: int,
@@ -262,8 +254,8 @@ def load_preference_data(
         origins.append((origin, row))
     if not kept:
         raise DataError(path, f"every pair is longer than max_length {max_length}; raise max_length")
-    return PreferenceData(kept, layouts, records.base_dir, Path(image_root) if image_root else None, origins,
-                          dropped)
+    return PreferenceData(kept, records.base_dir, Path(image_root) if image_root else None, origins, dropped,
+                          layouts=layouts)
 
 
 def _flush_left(batch: dict, width_key: str = "input_ids") -> dict:

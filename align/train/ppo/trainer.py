@@ -23,6 +23,7 @@ from transformers import GenerationConfig, Trainer
 
 from align.errors import ConfigError
 from align.losses import gae, kl_penalty, masked_mean, ppo_policy_loss, ppo_value_loss, shaped_rewards, whiten
+from align.models.freeze import is_peft_model
 from align.train.guards import FiniteGuardMixin
 from align.train.ppo.rewards import call_reward_func, check_finite, correctness_bonus
 from align.train.ppo.rollout import response_mask, split_rows, stack_rows, training_sequences
@@ -87,7 +88,7 @@ class AlignPPOTrainer(FiniteGuardMixin, Trainer):
             if module is not None:
                 disable_dropout_in_model(module)  # the rollout's log-probs must be the ones the update sees
         policy = self.accelerator.unwrap_model(model).policy
-        policy_base = policy.get_base_model() if _is_peft(policy) else policy
+        policy_base = policy.get_base_model() if is_peft_model(policy) else policy
         add_log_probs_head(policy_base, encoder.family, temperature=args.temperature, outputs=("log_probs", "entropy"))
         if ref_model is not None:
             add_log_probs_head(ref_model, encoder.family, temperature=args.temperature)
@@ -234,7 +235,7 @@ class AlignPPOTrainer(FiniteGuardMixin, Trainer):
         if self.ref_model is not None:
             return self.ref_model(**inputs, labels=labels, fused_lm_head=True, use_cache=False).log_probs
         policy = self.accelerator.unwrap_model(self.model).policy
-        if not _is_peft(policy):
+        if not is_peft_model(policy):
             raise RuntimeError("a fully trained policy needs a separate reference model")
         with policy.disable_adapter():
             return policy(**inputs, labels=labels, fused_lm_head=True, use_cache=False).log_probs
@@ -412,11 +413,6 @@ def _token_keys(batch: dict, n: int) -> list[str]:
 def _identity(features: list[dict]) -> list[dict]:
     return features
 
-
-def _is_peft(model) -> bool:
-    from peft import PeftModel
-
-    return isinstance(model, PeftModel)
 
 
 def _eos_ids(model, tokenizer) -> list[int]:

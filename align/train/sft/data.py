@@ -7,25 +7,16 @@ missing or unreadable images, placeholder counts, empty or missing assistant tur
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from align.data.collate import ConversationEncoder, Example, Spans, load_record_media
+from align.data.collate import CheckedRecords, ConversationEncoder, Example, Spans, load_record_media
 from align.errors import DataError
 
 
 @dataclass
-class SFTData:
-    records: list[dict]
-    spans: list[Spans]
-    base_dir: Path | None
-    image_root: Path | None
-    origins: list[tuple[Any, int]]
-    dropped: int = 0
-
-    def __len__(self) -> int:
-        return len(self.records)
+class SFTData(CheckedRecords):
+    spans: list[Spans] = field(kw_only=True)  # one per record
 
     def load_example(self, index: int) -> Example:
         record = self.records[index]
@@ -108,7 +99,8 @@ def load_sft_data(
             advance()
     if not kept:
         raise DataError(path, f"every row is longer than max_length {max_length}; raise max_length")
-    return SFTData(kept, spans, records.base_dir, Path(image_root) if image_root else None, origins, dropped)
+    return SFTData(kept, records.base_dir, Path(image_root) if image_root else None, origins, dropped,
+                   spans=spans)
 
 
 def _too_long_message(layout: Spans, max_length: int) -> str:
