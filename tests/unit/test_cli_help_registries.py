@@ -48,3 +48,34 @@ def test_quickstart_methods_and_default_in_help():
     text = _help("quickstart")
     assert _listed(text, "preference methods:") == list(METHODS)
     assert f"(default: {','.join(QuickstartConfig.methods)})" in text
+
+
+@pytest.mark.parametrize("command", ["sft", "dpo", "reward", "ppo"])
+def test_deepspeed_presets_in_train_help(command):
+    from align.train.common import DEEPSPEED_PRESETS
+
+    text = _help(command)
+    match = re.search(r"--deepspeed\s+<\w+>\s+(.+?) or a DeepSpeed JSON file", text)
+    assert match, text[:600]
+    assert [name.strip() for name in match.group(1).split(",")] == list(DEEPSPEED_PRESETS)
+
+
+def test_every_variant_module_registers_one_variant_and_its_settings():
+    """The variants package registers every module's VARIANT; AlignDPOConfig has every variant's settings, each
+    declared by one variant only."""
+    import dataclasses
+    import pkgutil
+
+    import align.train.dpo.variants as package
+    from align.train.dpo.settings import AlignDPOConfig
+    from align.train.dpo.variants import VARIANTS
+
+    modules = {m.name for m in pkgutil.iter_modules(package.__path__)} - {"base"}
+    assert modules == set(VARIANTS)  # each variant lives in the module of its name
+    config_fields = {f.name for f in dataclasses.fields(AlignDPOConfig)}
+    declared: dict[str, str] = {}
+    for variant in VARIANTS.values():
+        for name in (f.name for f in (dataclasses.fields(variant.settings) if variant.settings else ())):
+            assert name not in declared, f"{variant.name} and {declared[name]} both declare {name}"
+            declared[name] = variant.name
+    assert set(declared) <= config_fields and "ddpo_gamma" in declared and "halva_alpha" in declared

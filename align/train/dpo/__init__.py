@@ -1,1 +1,2 @@
-"""`align dpo --variant V`: preference optimisation on TRL's DPOTrainer (config.py, trainer.py, variants.py)."""
+"""`align dpo --variant V`: preference optimisation on TRL's DPOTrainer (settings.py, data.py, trainer.py, run.py;
+each variant in variants/)."""
