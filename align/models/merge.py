@@ -34,7 +34,7 @@ def merge_adapter(adapter_dir: str | Path, out: str | Path, base: str | Path | N
     base = base or adapter_base(adapter_dir)
     model, processor = load_model_and_processor(base, dtype=dtype)
     merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
-    _load_extra_trainables(merged, Path(adapter_dir))
+    load_extra_trainables(merged, Path(adapter_dir))
     out = Path(out)
     with atomic_output_dir(out) as tmp:
         merged.save_pretrained(tmp)
@@ -42,7 +42,7 @@ def merge_adapter(adapter_dir: str | Path, out: str | Path, base: str | Path | N
     return out
 
 
-def _load_extra_trainables(model, adapter_dir: Path) -> None:
+def load_extra_trainables(model, adapter_dir: Path) -> None:
     """Put back what trained beside the adapter (see align.models.freeze.EXTRA_WEIGHTS)."""
     from safetensors.torch import load_file
 

@@ -132,7 +132,7 @@ def load_scalar_head_model(path: str | Path, dtype: str = "float32", head: bool 
     from safetensors.torch import load_file
 
     from align.models.load import load_model_and_processor, load_processor, zero3_off
-    from align.models.merge import _load_extra_trainables, adapter_base
+    from align.models.merge import load_extra_trainables, adapter_base
 
     path = Path(path)
     info = read_head_info(path)
@@ -140,7 +140,7 @@ def load_scalar_head_model(path: str | Path, dtype: str = "float32", head: bool 
         if (path / "adapter_config.json").is_file():
             backbone, _ = load_model_and_processor(adapter_base(path), dtype=dtype)
             backbone = PeftModel.from_pretrained(backbone, str(path)).merge_and_unload()
-            _load_extra_trainables(backbone, path)
+            load_extra_trainables(backbone, path)
         else:
             backbone, _ = load_model_and_processor(path, dtype=dtype)
     processor = load_processor(path, info["family"])
