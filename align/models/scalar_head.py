@@ -132,7 +132,7 @@ def load_scalar_head_model(path: str | Path, dtype: str = "float32", head: bool 
     from safetensors.torch import load_file
 
     from align.models.load import load_model_and_processor, load_processor, zero3_off
-    from align.models.merge import load_extra_trainables, adapter_base
+    from align.models.merge import adapter_base, load_extra_trainables
 
     path = Path(path)
     info = read_head_info(path)
