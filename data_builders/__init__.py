@@ -13,6 +13,8 @@ BUILDERS: dict[str, str] = {
     "povid": "data_builders.povid:PovidBuilder",
     "bpo": "data_builders.bpo:BpoBuilder",
     "stic": "data_builders.stic:SticBuilder",
+    "rlhfv": "data_builders.rlhfv:RlhfvBuilder",
+    "vlfeedback": "data_builders.vlfeedback:VlfeedbackBuilder",
 }
 
 

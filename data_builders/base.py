@@ -102,7 +102,7 @@ class Builder:
         """A preference record in the data contract, with method and meta filled in."""
         record = {
             "id": f"{source.id}-{suffix}",
-            "images": source.record["images"],
+            "images": source.record.get("images") or [],
             "prompt": prompt,
             "chosen": [{"role": "assistant", "content": [{"type": "text", "text": chosen}]}],
             "rejected": [{"role": "assistant", "content": [{"type": "text", "text": rejected}]}],

@@ -1,0 +1,129 @@
+"""Feedback-based pair builders on shapes-world rows: rlhfv (correctional feedback -> spans) and vlfeedback
+(multi-aspect ratings -> every strictly ordered pair), with exactly what each pair holds checked, and what bad
+rows count as."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from align.data.io import read_dataset_json, read_records
+
+pytest.importorskip("torch")
+
+
+def _text(messages):
+    return "".join(item["text"] for item in messages[0]["content"] if item["type"] == "text")
+
+
+def _world_rows(world, n=None):
+    """The world's source rows; their image paths resolve under `--image-root world`."""
+    return [json.loads(line) for line in (world / "sources.jsonl").read_text().splitlines()][:n]
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _hallucinate(caption: str, present: set[str]) -> tuple[str, str, str]:
+    """The caption with its first shape name swapped for an absent one: (original, the true name, the false one)."""
+    from align.data import shapes_vocab
+
+    name = next(n for n in shapes_vocab.CLASSES if f" {n}" in caption)
+    wrong = next(n for n in shapes_vocab.CLASSES if n not in present and n != name)
+    return caption.replace(f" {name}", f" {wrong}", 1), name, wrong
+
+
+def test_rlhfv_marks_exactly_the_corrected_words(shapes_world, run_cli, tmp_path):
+    rows = []
+    for row in _world_rows(shapes_world, 8):
+        present = {o["name"] for o in row["objects"]}
+        original, _, _ = _hallucinate(row["caption"], present)
+        rows.append({"id": row["id"], "images": row["images"], "original": original, "corrected": row["caption"]})
+    rows.append({**rows[0], "id": "unchanged", "original": rows[0]["corrected"]})  # nothing was corrected
+    source = _write(tmp_path / "corrections.jsonl", rows)
+    result = run_cli("build-pairs", "rlhfv", "--input", source, "--out", tmp_path / "out",
+                     "--image-root", shapes_world)
+    assert result.code == 0, result
+    pairs = read_records(tmp_path / "out")
+    assert len(pairs) == 8
+    by_id = {r["id"]: r for r in rows}
+    for pair in pairs:
+        row = by_id[json.loads(pair["meta"])["source_id"]]
+        chosen, rejected = _text(pair["chosen"]), _text(pair["rejected"])
+        assert (chosen, rejected) == (row["corrected"], row["original"])
+        # one segment each side: the true shape name in the chosen text, the false one in the rejected
+        (c0, c1), = pair["chosen_spans"]
+        (r0, r1), = pair["rejected_spans"]
+        assert chosen[:c0] == rejected[:r0] and chosen[c1:] == rejected[r1:]
+        assert chosen[c0:c1] != rejected[r0:r1] and " " not in chosen[c0:c1]
+        assert pair["prompt"][0]["content"][0] == {"type": "image"}
+    counts = read_dataset_json(tmp_path / "out")["counts"]
+    assert counts["skipped_not corrected"] == 1 and counts["pairs"] == 8
+
+
+def test_rlhfv_pairs_train_ddpo(shapes_world, run_cli, tmp_path, tiny_checkpoint):
+    rows = []
+    for row in _world_rows(shapes_world, 4):
+        original, _, _ = _hallucinate(row["caption"], {o["name"] for o in row["objects"]})
+        rows.append({"id": row["id"], "images": row["images"], "original": original, "corrected": row["caption"]})
+    source = _write(tmp_path / "corrections.jsonl", rows)
+    assert run_cli("build-pairs", "rlhfv", "--input", source, "--out", tmp_path / "pairs",
+                   "--image-root", shapes_world).code == 0
+    result = run_cli("dpo", "--variant", "ddpo", "--model", tiny_checkpoint("llava"), "--data", tmp_path / "pairs",
+                     "--output-dir", tmp_path / "run", "max_steps=3", "per_device_train_batch_size=2",
+                     "ddpo_gamma=3.0", "save_strategy=no")
+    assert result.code == 0, result
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["complete"] and record["global_step"] == 3
+
+
+def _ratings(helpful, faithful):
+    return {"Helpfulness": {"Rating": str(helpful), "Rationale": "..."}, "Visual Faithfulness": {"Rating": faithful}}
+
+
+def test_vlfeedback_every_strictly_ordered_pair_with_mean_scores(shapes_world, run_cli, tmp_path):
+    world = _world_rows(shapes_world, 3)
+    rows = [
+        # means 4.5, 3.0, 4.5, 1.0: pairs (0,1) (0,3) (1,3) (2,1) (2,3); (0,2) tie dropped
+        {"id": "a", "images": world[0]["images"], "question": "Describe the shapes.",
+         "responses": ["r0", "r1", "r2", "r3"],
+         "ratings": [_ratings(5, 4), _ratings(3, 3), _ratings(4, 5), _ratings(1, 1)]},
+        # one overall rating per response
+        {"id": "b", "images": world[1]["images"], "responses": ["x", "y"], "ratings": [2, "4"]},
+        # a response without its Visual Faithfulness rating: the row is skipped, not scored 0
+        {"id": "c", "images": world[2]["images"], "responses": ["p", "q"],
+         "ratings": [_ratings(5, 5), {"Helpfulness": 1}]},
+        {"id": "d", "images": world[2]["images"], "responses": ["p", "q"], "ratings": [_ratings(5, 5), _ratings("N/A", 3)]},
+        {"id": "e", "images": world[2]["images"], "responses": ["p", "q"], "ratings": [3, 3]},
+    ]
+    source = _write(tmp_path / "rated.jsonl", rows)
+    result = run_cli("build-pairs", "vlfeedback", "--input", source, "--out", tmp_path / "out",
+                     "--image-root", shapes_world)
+    assert result.code == 0, result
+    pairs = read_records(tmp_path / "out")
+    got = {(json.loads(p["meta"])["source_id"], _text(p["chosen"]), _text(p["rejected"])):
+           (p["chosen_score"], p["rejected_score"]) for p in pairs}
+    assert got == {("a", "r0", "r1"): (4.5, 3.0), ("a", "r0", "r3"): (4.5, 1.0), ("a", "r1", "r3"): (3.0, 1.0),
+                   ("a", "r2", "r1"): (4.5, 3.0), ("a", "r2", "r3"): (4.5, 1.0), ("b", "y", "x"): (4.0, 2.0)}
+    assert _text(pairs[0]["prompt"]) == "Describe the shapes."
+    counts = read_dataset_json(tmp_path / "out")["counts"]
+    assert counts["skipped_ratings missing an aspect"] == 1 and counts["skipped_a non-numeric rating"] == 1
+    assert counts["skipped_every pair tied"] == 1
+
+
+def test_vlfeedback_named_aspects_only(shapes_world, run_cli, tmp_path):
+    world = _world_rows(shapes_world, 1)
+    rows = [{"id": "a", "images": world[0]["images"], "responses": ["r0", "r1"],
+             "ratings": [_ratings(5, 1), _ratings(1, 5)]}]  # tied over both aspects
+    source = _write(tmp_path / "rated.jsonl", rows)
+    tied = run_cli("build-pairs", "vlfeedback", "--input", source, "--out", tmp_path / "both",
+                   "--image-root", shapes_world)
+    assert tied.code == 2 and "made no pairs" in tied.err and "every pair tied" in tied.err
+    result = run_cli("build-pairs", "vlfeedback", "--input", source, "--out", tmp_path / "faithful",
+                     "--image-root", shapes_world, "aspects=[Visual Faithfulness]")
+    assert result.code == 0, result
+    (pair,) = read_records(tmp_path / "faithful")
+    assert (_text(pair["chosen"]), pair["chosen_score"], pair["rejected_score"]) == ("r1", 5.0, 1.0)
