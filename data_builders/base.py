@@ -169,7 +169,31 @@ def _chunk_path(work: Path, index: int, key: str) -> Path:
 def _write_chunk(path: Path, payload: dict) -> None:
     from align.files import atomic_write_text
 
-    atomic_write_text(path, json.dumps(payload, ensure_ascii=False, sort_keys=True) + "\n")
+    atomic_write_text(path, json.dumps(payload, ensure_ascii=False, sort_keys=True, default=_bytes_to_json) + "\n")
+
+
+def _read_chunk(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"), object_hook=_bytes_from_json)
+
+
+_BYTES = "__base64_bytes__"
+
+
+def _bytes_to_json(value: Any) -> Any:
+    """Embedded image bytes (a source read from parquet shards) travel through the chunk file as base64."""
+    if isinstance(value, (bytes, bytearray)):
+        import base64
+
+        return {_BYTES: base64.b64encode(bytes(value)).decode("ascii")}
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _bytes_from_json(obj: dict) -> Any:
+    if len(obj) == 1 and _BYTES in obj:
+        import base64
+
+        return base64.b64decode(obj[_BYTES])
+    return obj
 
 
 def run_build(builder: Builder, command: str | None = None, progress: bool = True,
@@ -244,7 +268,7 @@ def run_build(builder: Builder, command: str | None = None, progress: bool = Tru
     pairs: list[dict] = []
     pair_origins: list[tuple[Path, int]] = []
     for i in range(n_chunks):
-        chunk = json.loads(paths[i].read_text(encoding="utf-8"))
+        chunk = _read_chunk(paths[i])
         summary.rows_read += chunk["read"]
         summary.skipped.update(chunk["skipped"])
         pairs.extend(chunk["pairs"])

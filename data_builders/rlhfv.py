@@ -4,17 +4,17 @@ the replaced segments are marked on both sides (`chosen_spans` / `rejected_spans
 ddpo` weighs by `ddpo_gamma`.
 
 Source rows: `question` (or the `prompt` setting), `original` (the model's response), `corrected` (its
-revision), `images`. The segments come from a word-level diff (`data_builders.diff.replaced_spans`).
+revision), `images`. The segments come from a word-level diff (`align.data.diff.replaced_spans`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from align.data.diff import replaced_spans
 from align.errors import ConfigError
 from data_builders.base import Builder, Built, Source, user_prompt
 from data_builders.build_settings import BuildConfig
-from data_builders.diff import replaced_spans
 
 DESCRIBE = "Describe this image in detail."
 
@@ -43,9 +43,8 @@ class RlhfvBuilder(Builder):
         original, corrected = record["original"], record["corrected"]
         if original.strip() == corrected.strip():
             return Built(skipped="not corrected")
+        # [] on both sides when the correction only inserted or deleted: a valid pair whose tokens all weigh 1
         chosen_spans, rejected_spans = replaced_spans(original, corrected, self.config.min_match)
-        if not chosen_spans:
-            return Built(skipped="no replaced segment (only insertions or deletions)")
         prompt = user_prompt(record.get("question") or self.config.prompt, len(record.get("images") or []))
         pair = self.pair(source, prompt, corrected, original, "rlhfv",
                          {"segments": len(chosen_spans)},

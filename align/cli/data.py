@@ -9,7 +9,13 @@ import typer
 
 from align.cli._options import ConfigOpt, ImageRootOpt, OverridesArg, OverwriteOpt, SeedOpt
 
-app = typer.Typer(help="Inspect datasets and generate the synthetic shapes world.", no_args_is_help=True)
+app = typer.Typer(help="Inspect and convert datasets; generate the synthetic shapes world.", no_args_is_help=True)
+
+
+def _formats_help() -> str:
+    from align.data.formats import FORMATS
+
+    return f"Format: auto (detected from the columns), {', '.join(FORMATS)}."
 
 
 @app.command()
@@ -22,6 +28,27 @@ def show(
     from align.data.inspect import show_dataset
 
     show_dataset(path, rows=rows, image_root=image_root)
+
+
+@app.command()
+def convert(
+    input: Annotated[Path, typer.Argument(help="The released data: JSON, JSONL, parquet, shard folder or datasets "
+                                                "folder.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output dataset folder (written atomically).")],
+    source_format: Annotated[str, typer.Option("--from", "-f", help=_formats_help())] = "auto",
+    image_root: ImageRootOpt = None,
+    images: Annotated[str, typer.Option("--images", help="Output images: embed (bytes in the shards), copy (an "
+                                                         "images/ folder) or keep (paths unchanged).")] = "embed",
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Convert a paper's released dataset into align's records (preference pairs, SFT conversations or builder
+    sources), checking every row and image; a file of another format is refused with what it looks like."""
+    from align.data.formats.convert import convert_dataset
+
+    summary = convert_dataset(input, out, source_format, image_root, images, overwrite)
+    _print_counts(f"{summary.format} -> {summary.kind} records in {summary.out}",
+                  {"rows read": summary.rows_read, f"{summary.kind} records": summary.records,
+                   "images": summary.images})
 
 
 @app.command()

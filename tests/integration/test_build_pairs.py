@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from align.data.io import read_records
+from data_builders import BUILDERS
 
 pytest.importorskip("torch")
 
@@ -232,7 +233,7 @@ def test_nothing_swappable_is_skipped_and_counted(tmp_path, make_image, run_cli)
 
 def test_unknown_method_and_bad_model(shapes_world, run_cli, tmp_path):
     result = run_cli("build-pairs", "nope", "--input", shapes_world / "sources.jsonl", "--out", tmp_path / "o")
-    assert result.code == 2 and "unknown method 'nope'; known: bpo, halva, povid, stic" in result.err
+    assert result.code == 2 and f"unknown method 'nope'; known: {', '.join(sorted(BUILDERS))}" in result.err
     result = run_cli("build-pairs", "stic", "--input", shapes_world / "sources.jsonl", "--out", tmp_path / "o",
                      "--model", tmp_path / "no-model")
     assert result.code == 2 and len(result.err.strip().splitlines()) == 1 and "no such folder" in result.err

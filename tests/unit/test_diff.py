@@ -1,10 +1,10 @@
-"""The word-level diff behind RLHF-V pairs (`data_builders.diff.replaced_spans`), on hand-checked strings."""
+"""The word-level diff behind RLHF-V pairs (`align.data.diff.replaced_spans`), on hand-checked strings."""
 
 from __future__ import annotations
 
 import pytest
 
-from data_builders.diff import replaced_spans, units
+from align.data.diff import replaced_spans, units
 
 
 def _texts(original, corrected, **kw):

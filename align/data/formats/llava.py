@@ -136,7 +136,7 @@ def _natural_key(name: str) -> list:
     return [int(part) if part.isdigit() else part for part in _DIGITS.split(name)]
 
 
-def _frames_in_folder(folder: str, root: Path | None, where: _Where) -> list[str]:
+def frames_in_folder(folder: str, root: Path | None, where: _Where) -> list[str]:
     """The frame files in `folder` (relative to `root`), as paths relative to the same root."""
     if folder.lower().endswith(VIDEO_FILE_SUFFIXES):
         raise where.fail(f"'{folder}' is a video file; video files are not decoded here: extract its frames "
@@ -162,7 +162,7 @@ def _video_list(value: Any, root: Path | None, where: _Where) -> list[list[str]]
     if value is None:
         return []
     if isinstance(value, str) and value.strip():
-        return [_frames_in_folder(value, root, where)]
+        return [frames_in_folder(value, root, where)]
     if isinstance(value, list) and value and all(isinstance(p, str) and p.strip() for p in value):
         return [list(value)]
     raise where.fail(f"expected a folder of frames or a non-empty list of frame paths, got {value!r:.80}", "video")

@@ -201,7 +201,9 @@ def load_preference_data(
     for record, (origin, row) in zip(records, records.origins, strict=True):
         if needs_spans:
             for side in ("chosen_spans", "rejected_spans"):
-                if not record.get(side):
+                # [] says "no changed segment" (a correction that only inserted or deleted: no token weighs more);
+                # a missing column says nothing, and phrase pairs need at least one phrase
+                if record.get(side) is None or (phrase_pairs and not record[side]):
                     raise DataError(origin, "this variant weights the changed segments, but the row has none; "
                                     "build pairs with spans (e.g. align build-pairs halva) or pick variant dpo",
                                     row=row, field=side)
