@@ -2,6 +2,8 @@
 
 - rule-based pairs per second for `halva` and `povid` stage 1 on shapes sources (the whole pipeline: reading,
   building, validating, writing parquet; and the builder alone);
+- source rows per second for the feedback builders `rlhfv` (each caption against a copy with one shape named
+  wrongly) and `vlfeedback` (the caption and three corrupted copies, rated on three aspects);
 - images per second for each image corruption at 336x336 (see benchmarks/bench_image_corruptions.py for more);
 - generation tokens per second, batched vs one at a time, with the same tiny model.
 
@@ -42,6 +44,43 @@ def rule_based(world: Path, tmp: Path) -> None:
         total = time.perf_counter() - start
         print(f"{method:6} builder alone: {n / alone:>9,.0f} pairs/s   whole pipeline (read, validate, write "
               f"parquet + images): {summary.pairs_written / total:>7,.0f} pairs/s  ({summary.pairs_written} pairs)")
+
+
+def feedback(world: Path, tmp: Path) -> None:
+    import json
+
+    from align.data import shapes_vocab
+    from data_builders import builder_class
+    from data_builders.base import run_build
+
+    rows = [json.loads(line) for line in (world / "sources.jsonl").read_text().splitlines()]
+
+    def wrong(caption: str, k: int) -> str:
+        name = next(n for n in shapes_vocab.CLASSES if f" {n}" in caption)
+        other = shapes_vocab.CLASSES[(shapes_vocab.CLASSES.index(name) + 1 + k) % len(shapes_vocab.CLASSES)]
+        return caption.replace(f" {name}", f" {other}", 1)
+
+    def rating(h: int, v: int) -> dict:
+        return {a: {"Rating": str(r), "Rationale": "-"} for a, r in
+                (("Helpfulness", h), ("Ethical Considerations", 5), ("Visual Faithfulness", v))}
+
+    inputs = {
+        "rlhfv": [{"id": r["id"], "images": r["images"], "original": wrong(r["caption"], 0),
+                   "corrected": r["caption"]} for r in rows],
+        "vlfeedback": [{"id": r["id"], "images": r["images"], "question": "Describe the image.",
+                        "responses": [r["caption"]] + [wrong(r["caption"], k) for k in range(3)],
+                        "ratings": [rating(5, 5), rating(4, 3), rating(4, 2), rating(2, 1)]} for r in rows],
+    }
+    for method, source_rows in inputs.items():
+        path = world / f"{method}-sources.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in source_rows))
+        cls = builder_class(method)
+        start = time.perf_counter()
+        summary = run_build(cls(cls.config_cls(method=method, input=str(path), out=str(tmp / method))),
+                            progress=False)
+        total = time.perf_counter() - start
+        print(f"{method:10} whole pipeline: {summary.rows_read / total:>7,.0f} source rows/s "
+              f"({summary.pairs_written} pairs from {summary.rows_read} rows, images embedded)")
 
 
 def corruptions() -> None:
@@ -104,6 +143,7 @@ def main() -> None:
         tmp = Path(tmp)
         generate_shapes_world(ShapesConfig(n=args.images, seed=0), tmp / "world")
         rule_based(tmp / "world", tmp)
+        feedback(tmp / "world", tmp)
         corruptions()
         generation(tmp)
 
