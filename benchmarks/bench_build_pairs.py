@@ -3,7 +3,8 @@
 - rule-based pairs per second for `halva` and `povid` stage 1 on shapes sources (the whole pipeline: reading,
   building, validating, writing parquet; and the builder alone);
 - source rows per second for the feedback builders `rlhfv` (each caption against a copy with one shape named
-  wrongly) and `vlfeedback` (the caption and three corrupted copies, rated on three aspects);
+  wrongly), `vlfeedback` (the caption and three corrupted copies, rated on three aspects) and `rlaifv` (the same
+  four responses, claims split and asked by the rules, labelled by the shapes world's exact checker);
 - images per second for each image corruption at 336x336 (see benchmarks/bench_image_corruptions.py for more);
 - generation tokens per second, batched vs one at a time, with the same tiny model.
 
@@ -70,14 +71,17 @@ def feedback(world: Path, tmp: Path) -> None:
         "vlfeedback": [{"id": r["id"], "images": r["images"], "question": "Describe the image.",
                         "responses": [r["caption"]] + [wrong(r["caption"], k) for k in range(3)],
                         "ratings": [rating(5, 5), rating(4, 3), rating(4, 2), rating(2, 1)]} for r in rows],
+        "rlaifv": [{"id": r["id"], "images": r["images"], "objects": r["objects"], "question": "Describe the image.",
+                    "responses": [r["caption"]] + [wrong(r["caption"], k) for k in range(3)]} for r in rows],
     }
+    extra = {"rlaifv": {"labeler": "align.data.shapes_claims:labeler"}}
     for method, source_rows in inputs.items():
         path = world / f"{method}-sources.jsonl"
         path.write_text("".join(json.dumps(r) + "\n" for r in source_rows))
         cls = builder_class(method)
         start = time.perf_counter()
-        summary = run_build(cls(cls.config_cls(method=method, input=str(path), out=str(tmp / method))),
-                            progress=False)
+        config = cls.config_cls(method=method, input=str(path), out=str(tmp / method), **extra.get(method, {}))
+        summary = run_build(cls(config), progress=False)
         total = time.perf_counter() - start
         print(f"{method:10} whole pipeline: {summary.rows_read / total:>7,.0f} source rows/s "
               f"({summary.pairs_written} pairs from {summary.rows_read} rows, images embedded)")

@@ -15,6 +15,7 @@ BUILDERS: dict[str, str] = {
     "stic": "data_builders.stic:SticBuilder",
     "rlhfv": "data_builders.rlhfv:RlhfvBuilder",
     "vlfeedback": "data_builders.vlfeedback:VlfeedbackBuilder",
+    "rlaifv": "data_builders.rlaifv:RlaifvBuilder",
 }
 
 

@@ -58,6 +58,8 @@ class Built:
 
     pairs: list[dict] = field(default_factory=list)
     skipped: str | None = None
+    # Other events worth counting in the summary and dataset.json (a judge that failed on one response, ...)
+    counts: dict[str, int] = field(default_factory=dict)
 
 
 class Builder:
@@ -96,6 +98,11 @@ class Builder:
 
     def build_one(self, source: Source) -> Built:
         raise NotImplementedError
+
+    def finalize(self, pairs: list[dict]) -> tuple[list[dict], dict[str, int]]:
+        """After every chunk, on the assembled pairs in order: a filter that needs them all (RLAIF-V's length
+        balancing); returns the pairs kept and counts of those dropped, by reason. Deterministic."""
+        return pairs, {}
 
     def pair(self, source: Source, prompt: list[dict], chosen: str, rejected: str, suffix: str,
              meta: dict, **extra: Any) -> dict:
@@ -252,6 +259,8 @@ def run_build(builder: Builder, command: str | None = None, progress: bool = Tru
             # Each pair keeps its source's file and row, so an error in it (a bad image) names the source row.
             made = [(p, [str(s.origin), s.row]) for b, s in zip(built, sources, strict=True) for p in b.pairs]
             skipped = Counter(b.skipped for b in built if b.skipped)
+            for b in built:
+                skipped.update(b.counts)
             kept = [(p, o) for p, o in made if not _same_text(p)]  # a generated rejected can equal the chosen
             if len(kept) < len(made):
                 skipped["chosen equals rejected"] += len(made) - len(kept)
@@ -273,6 +282,9 @@ def run_build(builder: Builder, command: str | None = None, progress: bool = Tru
         summary.skipped.update(chunk["skipped"])
         pairs.extend(chunk["pairs"])
         pair_origins.extend((Path(file), row) for file, row in chunk["origins"])
+    kept_index = _finalize(builder, pairs, summary)
+    pairs = [pairs[i] for i in kept_index]
+    pair_origins = [pair_origins[i] for i in kept_index]
     summary.pairs_written = len(pairs)
     if not pairs:
         raise DataError(config.input, f"method '{builder.name}' made no pairs from {summary.rows_read} rows "
@@ -286,6 +298,14 @@ def run_build(builder: Builder, command: str | None = None, progress: bool = Tru
                   counts_extra=summary.as_counts(), command=command)
     shutil.rmtree(work, ignore_errors=True)
     return summary
+
+
+def _finalize(builder: Builder, pairs: list[dict], summary: BuildSummary) -> list[int]:
+    """Indices of the pairs `builder.finalize` keeps (pairs are matched by identity, so origins follow)."""
+    kept, dropped = builder.finalize(list(pairs))
+    summary.skipped.update(dropped)
+    position = {id(p): i for i, p in enumerate(pairs)}
+    return [position[id(p)] for p in kept]
 
 
 def _advance(task, n: int) -> None:

@@ -1,0 +1,25 @@
+"""Splitters and labelers the rlaifv tests name by dotted path (the tests put this folder on sys.path)."""
+
+from __future__ import annotations
+
+import hashlib
+
+
+def whole(question, response):
+    """The whole response as its one claim."""
+    return [response] if response.strip() else []
+
+
+def by_hash(question, source):
+    """A deterministic stand-in judge: yes for about half the questions."""
+    return hashlib.sha256(question.encode()).digest()[0] % 2 == 0
+
+
+def fails_on_circles(question, source):
+    if "circle" in question:
+        raise RuntimeError("labeler crashed")
+    return True
+
+
+def says_maybe(question, source):
+    return "maybe"
