@@ -4,7 +4,8 @@
   building, validating, writing parquet; and the builder alone);
 - source rows per second for the feedback builders `rlhfv` (each caption against a copy with one shape named
   wrongly), `vlfeedback` (the caption and three corrupted copies, rated on three aspects) and `rlaifv` (the same
-  four responses, claims split and asked by the rules, labelled by the shapes world's exact checker);
+  four responses, claims split and asked by the rules, labelled by the shapes world's exact checker), `hsa`
+  (severity from the exact checker) and `hound` (four-frame videos, responses judged against the caption);
 - images per second for each image corruption at 336x336 (see benchmarks/bench_image_corruptions.py for more);
 - generation tokens per second, batched vs one at a time, with the same tiny model.
 
@@ -73,8 +74,14 @@ def feedback(world: Path, tmp: Path) -> None:
                         "ratings": [rating(5, 5), rating(4, 3), rating(4, 2), rating(2, 1)]} for r in rows],
         "rlaifv": [{"id": r["id"], "images": r["images"], "objects": r["objects"], "question": "Describe the image.",
                     "responses": [r["caption"]] + [wrong(r["caption"], k) for k in range(3)]} for r in rows],
+        "hsa": [{"id": r["id"], "images": r["images"], "objects": r["objects"], "original": wrong(r["caption"], 0),
+                 "corrected": r["caption"]} for r in rows],
+        "hound": [{"id": r["id"], "images": [[r["images"][0]] * 4], "caption": r["caption"],
+                   "responses": [r["caption"]] + [wrong(r["caption"], k) for k in range(3)]} for r in rows],
     }
-    extra = {"rlaifv": {"labeler": "align.data.shapes_claims:labeler"}}
+    extra = {"rlaifv": {"labeler": "align.data.shapes_claims:labeler"},
+             "hsa": {"judge": "align.data.shapes_claims:severity"},
+             "hound": {"judge": "align.data.shapes_claims:caption_judge"}}
     for method, source_rows in inputs.items():
         path = world / f"{method}-sources.jsonl"
         path.write_text("".join(json.dumps(r) + "\n" for r in source_rows))

@@ -16,6 +16,8 @@ BUILDERS: dict[str, str] = {
     "rlhfv": "data_builders.rlhfv:RlhfvBuilder",
     "vlfeedback": "data_builders.vlfeedback:VlfeedbackBuilder",
     "rlaifv": "data_builders.rlaifv:RlaifvBuilder",
+    "hsa": "data_builders.hsa:HsaBuilder",
+    "hound": "data_builders.hound:HoundBuilder",
 }
 
 

@@ -9,7 +9,7 @@ pair (the higher chosen), and at most `pairs_per_prompt` of them are kept, drawn
 all pairs, RLAIF-V's length balancing: drop pairs whose chosen response is much shorter than the rejected one,
 with the threshold that best evens the average lengths.
 
-Components are named by one setting each: `rules` (the built-in rules of `data_builders.claims`), a local
+Components are named by one setting each: `rules` (the built-in rules of `align.data.claims`), a local
 model folder or hub id, or a callable by dotted path `pkg.mod:func`:
     splitter(question: str, response: str) -> list[str]      # claims
     questioner(claim: str) -> str                            # a yes/no question
@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
 
+from align.data.claims import ANSWER_SUFFIX, split_claims, yes_no_question
 from align.errors import ConfigError
 from data_builders.base import Builder, Built, Source, user_prompt
 from data_builders.build_settings import BuildConfig
-from data_builders.claims import ANSWER_SUFFIX, split_claims, yes_no_question
+from data_builders.judges import is_callable_spec, load_callable
 
 DESCRIBE = "Describe this image in detail."
 RULES = "rules"
@@ -67,22 +68,6 @@ class RlaifvConfig(BuildConfig):
             raise ConfigError(problems)
 
 
-def _callable(spec: str, what: str):
-    from align.registry import import_object
-
-    try:
-        fn = import_object(spec)
-    except Exception as exc:  # an import error of the user's module: say which setting named it
-        raise ConfigError(f"{what}={spec}: cannot import it ({type(exc).__name__}: {exc})") from None
-    if not callable(fn):
-        raise ConfigError(f"{what}={spec} is not callable")
-    return fn
-
-
-def is_callable_spec(spec: str) -> bool:
-    return ":" in spec and not spec.startswith(("/", "./", "../"))
-
-
 class RlaifvBuilder(Builder):
     name = "rlaifv"
     config_cls = RlaifvConfig
@@ -96,7 +81,7 @@ class RlaifvBuilder(Builder):
                               "labeler=pkg.mod:func")
         self.split = self._splitter(config.splitter)
         self.ask = self._questioner(config.questioner)
-        self.label_fn = _callable(config.labeler, "labeler") if is_callable_spec(config.labeler) else None
+        self.label_fn = load_callable(config.labeler, "labeler") if is_callable_spec(config.labeler) else None
 
     def prepare(self, records, input_info=None) -> None:
         if not self.config.model and not all(isinstance(r.get("responses"), list) and len(r["responses"]) >= 2
@@ -118,7 +103,7 @@ class RlaifvBuilder(Builder):
         if spec == RULES:
             return lambda question, response: split_claims(response)
         if is_callable_spec(spec):
-            return _callable(spec, "splitter")
+            return load_callable(spec, "splitter")
 
         def split(question: str, response: str) -> list[str]:
             text = self._model(spec).generate([[{"role": "user", "content": [{"type": "text", "text": SPLIT_PROMPT.format(
@@ -131,7 +116,7 @@ class RlaifvBuilder(Builder):
         if spec == RULES:
             return yes_no_question
         if is_callable_spec(spec):
-            return _callable(spec, "questioner")
+            return load_callable(spec, "questioner")
 
         def ask(claim: str) -> str:
             text = self._model(spec).generate([[{"role": "user", "content": [{"type": "text", "text":

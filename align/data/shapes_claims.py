@@ -1,6 +1,7 @@
 """The shapes world's exact claim checker: a yes/no question about one image answered from its ground-truth
 objects. It stands in for RLAIF-V's labeler VLM (`align build-pairs rlaifv labeler=align.data.shapes_claims:labeler`)
-where the truth is known, so a builder's pairs can be checked without a model.
+and HSA-DPO's severity judge (`judge=align.data.shapes_claims:severity`) where the truth is known, so a
+builder's pairs can be checked without a model; `caption_judge` scores a response against an exact caption.
 
 A question names shapes (a class or its synonym, singular or plural), each with optional count, size, colour
 and position words ("Is there a medium red circle at the bottom?", "Are there two squares?", "Is it true that
@@ -72,3 +73,22 @@ def labeler(question: str, source: Mapping[str, Any]) -> bool:
     if not isinstance(objects, list):
         raise ValueError("the source row has no objects to check the question against")
     return answer(question, objects)
+
+
+def severity(sentence: str, source: Mapping[str, Any], question: str = "") -> str:
+    """An exact `hsa` judge for the shapes world: "high" for a sentence whose claim is false for the image's
+    objects, "none" for one that holds or names nothing checkable."""
+    from align.data.claims import yes_no_question
+
+    try:
+        holds = labeler(yes_no_question(sentence), source)
+    except ValueError:
+        return "none"
+    return "none" if holds else "high"
+
+
+def caption_judge(response: str, caption: str, question: str = "") -> float:
+    """A `hound` judge for the shapes world, where captions are exact: 1 + 4 x the share of the response's
+    sentences that the caption holds word for word (5: every sentence true, 1: none)."""
+    sentences = [s.strip().rstrip(".") for s in re.split(r"(?<=[.!?])\s+", response.strip()) if s.strip()]
+    return 1 + 4 * sum(s in caption for s in sentences) / max(len(sentences), 1)

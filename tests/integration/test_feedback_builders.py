@@ -144,8 +144,8 @@ def _swap(caption: str, k: int) -> str:
 
 
 def test_rlaifv_with_the_exact_shapes_labeler_prefers_fewer_wrong_claims(shapes_world, run_cli, tmp_path):
+    from align.data.claims import split_claims, yes_no_question
     from align.data.shapes_claims import answer
-    from data_builders.claims import split_claims, yes_no_question
 
     rows = []
     for row in _world_rows(shapes_world, 8):
@@ -181,12 +181,12 @@ def test_rlaifv_counts_a_failing_labeler_and_needs_one(shapes_world, run_cli, tm
             for r in _world_rows(shapes_world, 6)]
     source = _write(tmp_path / "sampled.jsonl", rows)
     result = run_cli("build-pairs", "rlaifv", "--input", source, "--out", tmp_path / "out", "--image-root",
-                     shapes_world, "labeler=rlaifv_parts:fails_on_circles", "splitter=rlaifv_parts:whole")
+                     shapes_world, "labeler=feedback_parts:fails_on_circles", "splitter=feedback_parts:whole")
     counts = read_dataset_json(tmp_path / "out")["counts"] if result.code == 0 else {}
     # every response holding "circle" is dropped, counted, never scored as wrong; the rest score 0 alike
     assert result.code == 2 and "made no pairs" in result.err and "labeler failed" in result.err, (result, counts)
     bad = run_cli("build-pairs", "rlaifv", "--input", source, "--out", tmp_path / "out2", "--image-root",
-                  shapes_world, "labeler=rlaifv_parts:says_maybe")
+                  shapes_world, "labeler=feedback_parts:says_maybe")
     assert bad.code == 2 and "labeler failed (response dropped)" in bad.err
     missing = run_cli("build-pairs", "rlaifv", "--input", source, "--out", tmp_path / "out3")
     assert missing.code == 2 and "labeler=MODEL" in missing.err
@@ -230,8 +230,126 @@ def test_rlaifv_samples_with_a_model_and_labels_with_a_model(shapes_world, run_c
     source = _write(tmp_path / "prompts.jsonl", rows)
     model = tiny_checkpoint("llava")
     result = run_cli("build-pairs", "rlaifv", "--input", source, "--out", tmp_path / "out", "--image-root",
-                     shapes_world, "--model", model, "samples=3", "max_new_tokens=6", "splitter=rlaifv_parts:whole",
+                     shapes_world, "--model", model, "samples=3", "max_new_tokens=6", "splitter=feedback_parts:whole",
                      f"labeler={model}")
     assert calls["generate"] == 1 and calls["questions"] == 6  # one claim per sampled response
     # a random tiny labeler may judge every response alike; either way the run ends cleanly
+    assert result.code == 0 or (result.code == 2 and "made no pairs" in result.err), result
+
+
+@pytest.mark.parametrize(("aggregate", "scores"), [("max", {1: 2.5, 2: 2.5}), ("sum", {1: 2.5, 2: 4.0})])
+def test_hsa_scores_the_rejected_by_its_judged_severity(aggregate, scores, shapes_world, run_cli, tmp_path,
+                                                        monkeypatch):
+    monkeypatch.syspath_prepend(str(__import__("pathlib").Path(__file__).parent))
+    rows, wrong = [], {}
+    for k, row in enumerate(_world_rows(shapes_world, 10)):
+        n = 1 + k % 2
+        original = _swap(row["caption"], n)
+        wrong[row["id"]] = sum(a != b for a, b in zip(original.split(". "), row["caption"].split(". "), strict=True))
+        rows.append({"id": row["id"], "images": row["images"], "objects": row["objects"], "original": original,
+                     "corrected": row["caption"]})
+    source = _write(tmp_path / "rows.jsonl", rows)
+    result = run_cli("build-pairs", "hsa", "--input", source, "--out", tmp_path / "out", "--image-root",
+                     shapes_world, "judge=align.data.shapes_claims:severity", f"aggregate={aggregate}")
+    assert result.code == 0, result
+    pairs = read_records(tmp_path / "out")
+    counts = read_dataset_json(tmp_path / "out")["counts"]
+    # a one-shape image has no second sentence to falsify: with n=2 it still has one wrong sentence
+    for pair in pairs:
+        source_id = json.loads(pair["meta"])["source_id"]
+        assert pair["rejected_score"] == scores[wrong[source_id]], (source_id, pair["rejected_score"])
+        assert _text(pair["chosen"]) != _text(pair["rejected"])
+    assert len(pairs) + counts.get("skipped_judge found no hallucination", 0) == len(rows)
+
+
+def test_hsa_counts_a_failing_judge_and_needs_one(shapes_world, run_cli, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(__import__("pathlib").Path(__file__).parent))
+    row = _world_rows(shapes_world, 1)[0]
+    source = _write(tmp_path / "rows.jsonl", [{"id": "a", "images": row["images"], "objects": row["objects"],
+                                               "original": _swap(row["caption"], 1), "corrected": row["caption"]}])
+    bad = run_cli("build-pairs", "hsa", "--input", source, "--out", tmp_path / "out", "--image-root", shapes_world,
+                  "judge=feedback_parts:judges_gibberish")
+    assert bad.code == 2 and "judge failed" in bad.err
+    missing = run_cli("build-pairs", "hsa", "--input", source, "--out", tmp_path / "out")
+    assert missing.code == 2 and "judge=MODEL" in missing.err
+
+
+def test_hsa_with_a_model_judge_reads_one_level_per_sentence(shapes_world, run_cli, tmp_path, tiny_checkpoint,
+                                                              monkeypatch):
+    from align.models.generate import Generator
+
+    asked = []
+    original = Generator.answer_logprobs
+
+    def logprobs(self, conversations, images, answers):
+        asked.append((len(conversations), sorted(answers)))
+        return original(self, conversations, images, answers)
+
+    monkeypatch.setattr(Generator, "answer_logprobs", logprobs)
+    rows = [{"id": r["id"], "images": r["images"], "original": _swap(r["caption"], 1), "corrected": r["caption"]}
+            for r in _world_rows(shapes_world, 2)]
+    n_sentences = sum(len(r["original"].split(". ")) for r in rows)
+    source = _write(tmp_path / "rows.jsonl", rows)
+    result = run_cli("build-pairs", "hsa", "--input", source, "--out", tmp_path / "out", "--image-root",
+                     shapes_world, f"judge={tiny_checkpoint('llava')}")
+    assert sum(n for n, _ in asked) == n_sentences and asked[0][1] == ["high", "low", "medium", "none"]
+    assert result.code == 0 or (result.code == 2 and "made no pairs" in result.err), result
+    if result.code == 0:
+        assert {p["rejected_score"] for p in read_records(tmp_path / "out")} <= {1.5, 2.0, 2.5}
+
+
+def _video_rows(world, n_rows=2, n_frames=3):
+    rows = _world_rows(world, n_rows * n_frames)
+    out = []
+    for k in range(n_rows):
+        frames = [r["images"][0] for r in rows[k * n_frames:(k + 1) * n_frames]]
+        caption = rows[k * n_frames]["caption"]
+        out.append({"id": f"video-{k}", "images": [frames], "caption": caption, "question": "What is shown?",
+                    "responses": [_swap(caption, 1), caption, _swap(caption, 2)]})
+    return out
+
+
+def test_hound_highest_against_lowest_judged_against_the_caption(shapes_world, run_cli, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(__import__("pathlib").Path(__file__).parent))
+    rows = _video_rows(shapes_world)
+    source = _write(tmp_path / "videos.jsonl", rows)
+    result = run_cli("build-pairs", "hound", "--input", source, "--out", tmp_path / "out", "--image-root",
+                     shapes_world, "judge=align.data.shapes_claims:caption_judge")
+    assert result.code == 0, result
+    pairs = read_records(tmp_path / "out")
+    assert len(pairs) == 2
+    for pair, row in zip(pairs, rows, strict=True):
+        assert _text(pair["chosen"]) == row["caption"]  # every sentence in the caption: the top score
+        assert pair["chosen_score"] == 5.0 > pair["rejected_score"]
+        assert [i["type"] for i in pair["prompt"][0]["content"]] == ["video", "text"]
+        assert len(pair["images"]) == 1 and len(pair["images"][0]) == 3  # one video of three frames
+    bad = run_cli("build-pairs", "hound", "--input", source, "--out", tmp_path / "bad", "--image-root",
+                  shapes_world, "judge=feedback_parts:scores_text")
+    assert bad.code == 2 and "judge failed (response dropped)" in bad.err
+
+
+def test_hound_samples_a_video_model_and_judges_with_a_model(shapes_world, run_cli, tmp_path, tiny_checkpoint,
+                                                            monkeypatch):
+    from align.models.generate import Generator
+
+    seen = {"sampled": 0, "judged": 0}
+    generate, logprobs = Generator.generate, Generator.answer_logprobs
+
+    def counting_generate(self, conversations, images=None, **kw):
+        seen["sampled"] += len(conversations)
+        return generate(self, conversations, images, **kw)
+
+    def counting_logprobs(self, conversations, images, answers):
+        assert sorted(answers) == ["1", "2", "3", "4", "5"]
+        seen["judged"] += len(conversations)
+        return logprobs(self, conversations, images, answers)
+
+    monkeypatch.setattr(Generator, "generate", counting_generate)
+    monkeypatch.setattr(Generator, "answer_logprobs", counting_logprobs)
+    rows = [{k: v for k, v in r.items() if k != "responses"} for r in _video_rows(shapes_world)]
+    source = _write(tmp_path / "videos.jsonl", rows)
+    result = run_cli("build-pairs", "hound", "--input", source, "--out", tmp_path / "out", "--image-root",
+                     shapes_world, "--model", tiny_checkpoint("llava_next_video"), "samples=3", "max_new_tokens=6",
+                     f"judge={tiny_checkpoint('llava')}")
+    assert seen == {"sampled": 6, "judged": 6}
     assert result.code == 0 or (result.code == 2 and "made no pairs" in result.err), result

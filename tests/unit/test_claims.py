@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from align.data.claims import split_claims, yes_no_question
 from align.data.shapes_claims import answer
-from data_builders.claims import split_claims, yes_no_question
 
 OBJECTS = [{"name": "triangle", "color": "green", "size": "medium", "cell": "top-left"},
            {"name": "square", "color": "blue", "size": "small", "cell": "center"},

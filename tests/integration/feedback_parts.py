@@ -1,4 +1,4 @@
-"""Splitters and labelers the rlaifv tests name by dotted path (the tests put this folder on sys.path)."""
+"""Splitters, labelers and judges the feedback-builder tests name by dotted path (the tests put this folder on sys.path)."""
 
 from __future__ import annotations
 
@@ -23,3 +23,11 @@ def fails_on_circles(question, source):
 
 def says_maybe(question, source):
     return "maybe"
+
+
+def judges_gibberish(sentence, source, question):
+    return "catastrophic"
+
+
+def scores_text(response, caption, question):
+    return "five"
