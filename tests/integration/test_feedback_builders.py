@@ -353,3 +353,33 @@ def test_hound_samples_a_video_model_and_judges_with_a_model(shapes_world, run_c
                      f"judge={tiny_checkpoint('llava')}")
     assert seen == {"sampled": 6, "judged": 6}
     assert result.code == 0 or (result.code == 2 and "made no pairs" in result.err), result
+
+
+def test_rlaifv_splitter_and_questioner_models_are_prompted(shapes_world, run_cli, tmp_path, tiny_checkpoint,
+                                                           monkeypatch):
+    """splitter=MODEL and questioner=MODEL prompt a local chat model and read its reply (bullet lines, the first
+    line ending with a question mark); here the tiny model's replies are replaced to check the reading."""
+    from align.models.generate import Generator
+
+    prompts = []
+
+    def generate(self, conversations, images=None, **kw):
+        text = conversations[0][0]["content"][-1]["text"]
+        prompts.append(text)
+        if "### Facts:" in text:
+            return ["- There is a red circle.\n- There is a square.\nnot a fact"]
+        return ["Sure.\nIs there a red circle?\n"]
+
+    monkeypatch.setattr(Generator, "generate", generate)
+    monkeypatch.syspath_prepend(str(__import__("pathlib").Path(__file__).parent))
+    row = _world_rows(shapes_world, 1)[0]
+    source = _write(tmp_path / "rows.jsonl", [{"id": "a", "images": row["images"], "objects": row["objects"],
+                                               "responses": ["one", "two"]}])
+    model = tiny_checkpoint("llava")
+    result = run_cli("build-pairs", "rlaifv", "--input", source, "--out", tmp_path / "out", "--image-root",
+                     shapes_world, f"splitter={model}", f"questioner={model}", "labeler=feedback_parts:by_hash")
+    splits = [p for p in prompts if "### Facts:" in p]
+    asks = [p for p in prompts if "yes/no question" in p]
+    assert len(splits) == 2 and "Answer: one" in splits[0]  # one split per response
+    assert len(asks) == 4 and "Statement: There is a red circle." in asks[0]  # one question per bullet claim
+    assert result.code == 2 and "made no pairs" in result.err  # both responses' claims are the same questions
