@@ -383,3 +383,32 @@ def test_rlaifv_splitter_and_questioner_models_are_prompted(shapes_world, run_cl
     assert len(splits) == 2 and "Answer: one" in splits[0]  # one split per response
     assert len(asks) == 4 and "Statement: There is a red circle." in asks[0]  # one question per bullet claim
     assert result.code == 2 and "made no pairs" in result.err  # both responses' claims are the same questions
+
+
+def test_every_feedback_recipe_runs_from_the_cli(shapes_world, run_cli, tmp_path):
+    """Each builder's recipe in recipes/pairs/, with its model judge swapped for the shapes world's exact one."""
+    from pathlib import Path
+
+    recipes = Path(__file__).parents[2] / "recipes" / "pairs"
+    world = _world_rows(shapes_world, 4)
+    inputs = {
+        "rlhfv": ([{"id": r["id"], "images": r["images"], "original": _swap(r["caption"], 1),
+                    "corrected": r["caption"]} for r in world], []),
+        "vlfeedback": ([{"id": r["id"], "images": r["images"], "responses": [r["caption"], _swap(r["caption"], 1)],
+                         "ratings": [_ratings(5, 5) | {"Ethical Considerations": 5},
+                                     _ratings(4, 2) | {"Ethical Considerations": 5}]} for r in world], []),
+        "rlaifv": ([{"id": r["id"], "images": r["images"], "objects": r["objects"],
+                     "responses": [r["caption"], _swap(r["caption"], 1)]} for r in world],
+                   ["labeler=align.data.shapes_claims:labeler"]),
+        "hsa": ([{"id": r["id"], "images": r["images"], "objects": r["objects"], "original": _swap(r["caption"], 1),
+                  "corrected": r["caption"]} for r in world], ["judge=align.data.shapes_claims:severity"]),
+        "hound": ([{"id": r["id"], "images": [[r["images"][0]] * 2], "caption": r["caption"],
+                    "responses": [r["caption"], _swap(r["caption"], 1)]} for r in world],
+                  ["judge=align.data.shapes_claims:caption_judge"]),
+    }
+    for method, (rows, overrides) in inputs.items():
+        source = _write(tmp_path / f"{method}.jsonl", rows)
+        result = run_cli("build-pairs", method, "--config", recipes / f"{method}.yaml", "--input", source, "--out",
+                         tmp_path / method, "--image-root", shapes_world, *overrides)
+        assert result.code == 0, (method, result)
+        assert read_dataset_json(tmp_path / method)["method"] == method and read_records(tmp_path / method)
