@@ -99,6 +99,32 @@ class Builder:
     def build_one(self, source: Source) -> Built:
         raise NotImplementedError
 
+    def require_model_or_responses(self, records: Sequence[dict]) -> None:
+        """For builders that judge several responses per prompt: `--model` samples them, else every row brings at
+        least two `responses`."""
+        if not self.config.model and not all(isinstance(r.get("responses"), list) and len(r["responses"]) >= 2
+                                              for r in records):
+            raise ConfigError(f"{self.name} samples responses from --model MODEL; without one, every row needs at "
+                              "least two `responses`")
+
+    def responses(self, sources: Sequence[Source], chunk_seed: int, samples: int, default_prompt: str) -> list[list[str]]:
+        """Each source's own `responses`, or `samples` responses sampled from `--model` (temperature, top_p and
+        max_new_tokens from the config) for sources without them, in one batched, seeded call per chunk."""
+        c = self.config
+        out = [list(s.record["responses"]) if isinstance(s.record.get("responses"), list) else [] for s in sources]
+        missing = [i for i, s in enumerate(sources) if not out[i]]
+        if missing:
+            conversations, media = [], []
+            for i in missing:
+                record = sources[i].record
+                conversations += [record_prompt(record, record.get("question") or default_prompt)] * samples
+                media += [sources[i].load_images()] * samples
+            texts = self.generator.generate(conversations, media, seed=chunk_seed, max_new_tokens=c.max_new_tokens,
+                                            temperature=c.temperature, top_p=c.top_p)
+            for n, i in enumerate(missing):
+                out[i] = texts[n * samples:(n + 1) * samples]
+        return out
+
     def finalize(self, pairs: list[dict]) -> tuple[list[dict], dict[str, int]]:
         """After every chunk, on the assembled pairs in order: a filter that needs them all (RLAIF-V's length
         balancing); returns the pairs kept and counts of those dropped, by reason. Deterministic."""
@@ -126,8 +152,17 @@ def _same_text(pair: dict) -> bool:
     return completion_text(pair["chosen"]) == completion_text(pair["rejected"])
 
 
-def user_prompt(text: str, n_images: int = 1) -> list[dict]:
-    return [{"role": "user", "content": [{"type": "image"}] * n_images + [{"type": "text", "text": text}]}]
+def user_prompt(text: str, n_images: int = 1, n_videos: int = 0) -> list[dict]:
+    media = [{"type": "image"}] * n_images + [{"type": "video"}] * n_videos
+    return [{"role": "user", "content": [*media, {"type": "text", "text": text}]}]
+
+
+def record_prompt(record: dict, text: str) -> list[dict]:
+    """A user turn asking `text` with the record's media: an image item per still image, a video item per video
+    (an `images` entry that is a list of frames)."""
+    media = record.get("images") or []
+    videos = sum(isinstance(m, list) for m in media)
+    return user_prompt(text, len(media) - videos, videos)
 
 
 # ------------------------------------------------------------------------------------------- pipeline

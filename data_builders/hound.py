@@ -16,9 +16,9 @@ import math
 from dataclasses import dataclass, field
 
 from align.errors import ConfigError
-from data_builders.base import Builder, Built, Source, user_prompt
+from data_builders.base import Builder, Built, record_prompt
 from data_builders.build_settings import BuildConfig
-from data_builders.judges import JudgeFailed, choose, is_callable_spec, load_callable
+from data_builders.judges import JudgeFailed, choose, is_callable_spec, judge_each, load_callable
 
 SCORES = ("1", "2", "3", "4", "5")
 JUDGE_FAILED = "judge failed (response dropped)"
@@ -56,42 +56,12 @@ class HoundBuilder(Builder):
         self._judge_model = None
 
     def prepare(self, records, input_info=None) -> None:
-        if not self.config.model and not all(isinstance(r.get("responses"), list) and len(r["responses"]) >= 2
-                                              for r in records):
-            raise ConfigError("hound samples responses from --model MODEL; without one, every row needs at least "
-                              "two `responses`")
-
-    def _responses(self, sources: list[Source], chunk_seed: int) -> list[list[str]]:
-        c = self.config
-        out = [list(s.record["responses"]) if isinstance(s.record.get("responses"), list) else [] for s in sources]
-        missing = [i for i, s in enumerate(sources) if not out[i]]
-        if missing:
-            conversations, media = [], []
-            for i in missing:
-                record = sources[i].record
-                videos = sum(isinstance(m, list) for m in record.get("images") or [])
-                still = len(record.get("images") or []) - videos
-                conversations += [user_prompt_with_video(record.get("question") or c.prompt, still, videos)] * c.samples
-                media += [sources[i].load_images()] * c.samples
-            texts = self.generator.generate(conversations, media, seed=chunk_seed, max_new_tokens=c.max_new_tokens,
-                                            temperature=c.temperature, top_p=c.top_p)
-            for n, i in enumerate(missing):
-                out[i] = texts[n * c.samples:(n + 1) * c.samples]
-        return out
+        self.require_model_or_responses(records)
 
     def _scores(self, items: list[tuple[str, str, str]]) -> list[float | None]:
         """Score per (response, caption, question); None where the judge failed."""
         if self.judge_fn is not None:
-            out: list[float | None] = []
-            for response, caption, question in items:
-                try:
-                    value = self.judge_fn(response, caption, question)
-                except Exception:  # the judge's own failure: counted by the caller
-                    out.append(None)
-                    continue
-                ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-                out.append(float(value) if ok else None)
-            return out
+            return judge_each(self.judge_fn, items, read_score)
         from align.models.generate import Generator
 
         if self._judge_model is None:
@@ -107,7 +77,7 @@ class HoundBuilder(Builder):
     def build(self, sources, chunk_seed: int) -> list[Built]:
         c = self.config
         sources = list(sources)
-        responses = self._responses(sources, chunk_seed)
+        responses = self.responses(sources, chunk_seed, c.samples, c.prompt)
         items, owner = [], []
         for k, (source, texts) in enumerate(zip(sources, responses, strict=True)):
             question = source.record.get("question") or c.prompt
@@ -123,19 +93,15 @@ class HoundBuilder(Builder):
                 built.append(Built(skipped="no two responses differ in score", counts=counts))
                 continue
             (hi_score, hi), (lo_score, lo) = max(scored), min(scored)
-            record = source.record
-            videos = sum(isinstance(m, list) for m in record.get("images") or [])
-            prompt = user_prompt_with_video(record.get("question") or c.prompt,
-                                            len(record.get("images") or []) - videos, videos)
+            prompt = record_prompt(source.record, source.record.get("question") or c.prompt)
             built.append(Built(pairs=[self.pair(source, prompt, texts[hi], texts[lo], f"hound-{hi}-{lo}",
                                                 {"chosen": hi, "rejected": lo, "responses": len(texts)},
                                                 chosen_score=hi_score, rejected_score=lo_score)], counts=counts))
         return built
 
 
-def user_prompt_with_video(text: str, n_images: int, n_videos: int) -> list[dict]:
-    """A user turn with its image items, then its video items, then the text."""
-    if not n_videos:
-        return user_prompt(text, n_images)
-    content = [{"type": "image"}] * n_images + [{"type": "video"}] * n_videos + [{"type": "text", "text": text}]
-    return [{"role": "user", "content": content}]
+def read_score(value) -> float:
+    """A judge's score: a finite number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"a score that is not a finite number: {value!r:.40}")
+    return float(value)

@@ -19,9 +19,9 @@ import re
 from dataclasses import dataclass, field
 
 from align.errors import ConfigError
-from data_builders.base import Builder, Built, Source, user_prompt
+from data_builders.base import Builder, Built, Source, record_prompt
 from data_builders.build_settings import BuildConfig
-from data_builders.judges import JudgeFailed, choose, is_callable_spec, load_callable
+from data_builders.judges import JudgeFailed, choose, is_callable_spec, judge_each, load_callable
 
 DESCRIBE = "Describe this image in detail."
 AGGREGATES = ("max", "mean", "sum")
@@ -92,21 +92,15 @@ class HsaBuilder(Builder):
     def _judge(self, items: list[tuple[Source, str, str]]) -> list[float | None]:
         """Severity value per (source, question, sentence); None where the judge failed."""
         if self.judge_fn is not None:
-            out: list[float | None] = []
-            for source, question, sentence in items:
-                try:
-                    out.append(self._value(self.judge_fn(sentence, source.record, question)))
-                except Exception:  # the judge's own failure: counted by the caller
-                    out.append(None)
-            return out
+            return judge_each(self.judge_fn, [(s, src.record, q) for src, q, s in items], self._value)
         from align.models.generate import Generator
 
         if self._model is None:
             c = self.config
             self._model = Generator(c.judge, dtype=c.dtype, batch_size=c.batch_size)
         levels = list(self.config.severity_levels)
-        conversations = [user_prompt(JUDGE_PROMPT.format(question=q, sentence=s, levels=", ".join(levels)),
-                                     len(src.record.get("images") or [])) for src, q, s in items]
+        conversations = [record_prompt(src.record, JUDGE_PROMPT.format(question=q, sentence=s, levels=", ".join(levels)))
+                         for src, q, s in items]
         images = [src.load_images() for src, _, _ in items]
         try:
             return [self._value(label) for label in choose(self._model, conversations, images, levels)]
@@ -137,7 +131,7 @@ class HsaBuilder(Builder):
                 built.append(Built(skipped="judge found no hallucination"))
                 continue
             score = severity_score(found, c.aggregate, c.score_offset, c.score_scale)
-            prompt = user_prompt(record.get("question") or c.prompt, len(record.get("images") or []))
+            prompt = record_prompt(record, record.get("question") or c.prompt)
             built.append(Built(pairs=[self.pair(
                 source, prompt, record["corrected"], record["original"], "hsa",
                 {"severities": found, "aggregate": c.aggregate}, rejected_score=score)]))

@@ -33,6 +33,18 @@ def load_callable(spec: str, what: str) -> Callable:
     return fn
 
 
+def judge_each(fn: Callable, calls: Sequence[tuple], read: Callable[[Any], Any]) -> list[Any]:
+    """`read(fn(*args))` for each args tuple; None where `fn` raises or `read` refuses its answer (the caller
+    counts these)."""
+    out = []
+    for args in calls:
+        try:
+            out.append(read(fn(*args)))
+        except Exception:  # the user's callable failing, or an answer outside the allowed ones
+            out.append(None)
+    return out
+
+
 def choose(generator, conversations: Sequence[list[dict]], images: Sequence[list[Any]],
            answers: Sequence[str]) -> list[str]:
     """For each conversation, the answer (one of `answers`) whose first token the model finds most likely, its

@@ -28,9 +28,9 @@ from typing import Any
 
 from align.data.claims import ANSWER_SUFFIX, split_claims, yes_no_question
 from align.errors import ConfigError
-from data_builders.base import Builder, Built, Source, user_prompt
+from data_builders.base import Builder, Built, Source, record_prompt
 from data_builders.build_settings import BuildConfig
-from data_builders.judges import is_callable_spec, load_callable
+from data_builders.judges import is_callable_spec, judge_each, load_callable
 
 DESCRIBE = "Describe this image in detail."
 RULES = "rules"
@@ -84,10 +84,7 @@ class RlaifvBuilder(Builder):
         self.label_fn = load_callable(config.labeler, "labeler") if is_callable_spec(config.labeler) else None
 
     def prepare(self, records, input_info=None) -> None:
-        if not self.config.model and not all(isinstance(r.get("responses"), list) and len(r["responses"]) >= 2
-                                              for r in records):
-            raise ConfigError("rlaifv samples responses from --model MODEL; without one, every row needs at "
-                              "least two `responses`")
+        self.require_model_or_responses(records)
 
     # ---- components
 
@@ -129,50 +126,19 @@ class RlaifvBuilder(Builder):
     def _labels(self, questions: list[tuple[int, str]], sources: list[Source]) -> list[bool | None]:
         """Per (source index, question): whether the claim holds; None where the labeler failed."""
         if self.label_fn is not None:
-            out: list[bool | None] = []
-            for k, question in questions:
-                try:
-                    value = self.label_fn(question, sources[k].record)
-                except Exception:  # the labeler's own failure: counted, the response dropped
-                    out.append(None)
-                    continue
-                if isinstance(value, bool):
-                    out.append(value)
-                elif isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value <= 1:
-                    out.append(value > 0.5)
-                else:
-                    out.append(None)
-            return out
+            return judge_each(self.label_fn, [(q, sources[k].record) for k, q in questions], read_label)
         labeler = self._model(self.config.labeler)
-        conversations = [user_prompt(q, len(sources[k].record.get("images") or [])) for k, q in questions]
+        conversations = [record_prompt(sources[k].record, q) for k, q in questions]
         images = [sources[k].load_images() for k, _ in questions]
         scores = labeler.answer_logprobs(conversations, images, {"yes": ["Yes", "yes"], "no": ["No", "no"]})
         return [s["yes"] > s["no"] if math.isfinite(s["yes"]) and math.isfinite(s["no"]) else None for s in scores]
 
     # ---- building
 
-    def _responses(self, sources: list[Source], chunk_seed: int) -> list[list[str]]:
-        c = self.config
-        missing = [i for i, s in enumerate(sources) if not isinstance(s.record.get("responses"), list)]
-        out = [list(s.record["responses"]) if i not in missing else [] for i, s in enumerate(sources)]
-        if missing:
-            conversations, images = [], []
-            for i in missing:
-                record = sources[i].record
-                prompt = user_prompt(record.get("question") or c.prompt, len(record.get("images") or []))
-                loaded = sources[i].load_images()
-                conversations += [prompt] * c.samples
-                images += [loaded] * c.samples
-            texts = self.generator.generate(conversations, images, seed=chunk_seed, max_new_tokens=c.max_new_tokens,
-                                            temperature=c.temperature, top_p=c.top_p)
-            for n, i in enumerate(missing):
-                out[i] = texts[n * c.samples:(n + 1) * c.samples]
-        return out
-
     def build(self, sources, chunk_seed: int) -> list[Built]:
         c = self.config
         sources = list(sources)
-        responses = self._responses(sources, chunk_seed)
+        responses = self.responses(sources, chunk_seed, c.samples, c.prompt)
         # every claim of every response, as (source, response, question)
         index: list[tuple[int, int]] = []
         questions: list[tuple[int, str]] = []
@@ -200,8 +166,7 @@ class RlaifvBuilder(Builder):
                 continue
             picked = source.rng.sample(candidates, min(c.pairs_per_prompt, len(candidates)))
             score = dict(scored)
-            record = source.record
-            prompt = user_prompt(record.get("question") or c.prompt, len(record.get("images") or []))
+            prompt = record_prompt(source.record, source.record.get("question") or c.prompt)
             pairs = []
             for a, b in sorted(picked):
                 hi, lo = (a, b) if score[a] > score[b] else (b, a)
@@ -216,6 +181,15 @@ class RlaifvBuilder(Builder):
             return pairs, {}
         kept = length_balanced(pairs)
         return kept, {"length balancing": len(pairs) - len(kept)}
+
+
+def read_label(value) -> bool:
+    """A labeler's answer: True or False, or P(yes) in [0, 1] (yes above 0.5)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value <= 1:
+        return value > 0.5
+    raise ValueError(f"a labeler answer that is neither a bool nor a probability: {value!r:.40}")
 
 
 def _words(messages: list[dict]) -> int:

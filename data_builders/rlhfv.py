@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from align.data.diff import replaced_spans
 from align.errors import ConfigError
-from data_builders.base import Builder, Built, Source, user_prompt
+from data_builders.base import Builder, Built, Source, record_prompt
 from data_builders.build_settings import BuildConfig
 
 DESCRIBE = "Describe this image in detail."
@@ -45,7 +45,7 @@ class RlhfvBuilder(Builder):
             return Built(skipped="not corrected")
         # [] on both sides when the correction only inserted or deleted: a valid pair whose tokens all weigh 1
         chosen_spans, rejected_spans = replaced_spans(original, corrected, self.config.min_match)
-        prompt = user_prompt(record.get("question") or self.config.prompt, len(record.get("images") or []))
+        prompt = record_prompt(record, record.get("question") or self.config.prompt)
         pair = self.pair(source, prompt, corrected, original, "rlhfv",
                          {"segments": len(chosen_spans)},
                          chosen_spans=[list(s) for s in chosen_spans],

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
 
-from data_builders.base import Builder, Built, Source, user_prompt
+from data_builders.base import Builder, Built, Source, record_prompt
 from data_builders.build_settings import BuildConfig
 
 DESCRIBE = "Describe this image in detail."
@@ -81,7 +81,7 @@ class VlfeedbackBuilder(Builder):
             means = mean_ratings(list(ratings), list(self.config.aspects))
         except Unusable as exc:
             return Built(skipped=str(exc))
-        prompt = user_prompt(record.get("question") or self.config.prompt, len(record.get("images") or []))
+        prompt = record_prompt(record, record.get("question") or self.config.prompt)
         pairs = []
         for i, j in combinations(range(len(responses)), 2):
             if means[i] == means[j] or responses[i].strip() == responses[j].strip():
