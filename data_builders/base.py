@@ -74,6 +74,7 @@ class Builder:
     def __init__(self, config: BuildConfig):
         self.config = config
         self._generator = None
+        self._local_models: dict[str, Any] = {}
 
     @property
     def generator(self):
@@ -86,6 +87,16 @@ class Builder:
             c = self.config
             self._generator = Generator(c.model, adapter=c.adapter, dtype=c.dtype, batch_size=c.batch_size)
         return self._generator
+
+    def local_model(self, path: str):
+        """A generation engine over another local model the builder consults (a judge, labeler, splitter or
+        rewriter), loaded on first use and kept for the run."""
+        if path not in self._local_models:
+            from align.models.generate import Generator
+
+            c = self.config
+            self._local_models[path] = Generator(path, dtype=c.dtype, batch_size=c.batch_size)
+        return self._local_models[path]
 
     def prepare(self, records: Sequence[dict], input_info: dict | None = None) -> None:
         """Corpus-level statistics (object frequencies, co-occurrence) from ALL source rows, before any chunk is
@@ -150,6 +161,9 @@ def _same_text(pair: dict) -> bool:
     from align.data.messages import completion_text
 
     return completion_text(pair["chosen"]) == completion_text(pair["rejected"])
+
+
+DESCRIBE = "Describe this image in detail."  # the user prompt for sources without a question
 
 
 def user_prompt(text: str, n_images: int = 1, n_videos: int = 0) -> list[dict]:

@@ -53,7 +53,6 @@ class HoundBuilder(Builder):
             raise ConfigError("hound scores responses with a judge: pass judge=MODEL (a local chat LM) or "
                               "judge=pkg.mod:func")
         self.judge_fn = load_callable(config.judge, "judge") if is_callable_spec(config.judge) else None
-        self._judge_model = None
 
     def prepare(self, records, input_info=None) -> None:
         self.require_model_or_responses(records)
@@ -62,15 +61,10 @@ class HoundBuilder(Builder):
         """Score per (response, caption, question); None where the judge failed."""
         if self.judge_fn is not None:
             return judge_each(self.judge_fn, items, read_score)
-        from align.models.generate import Generator
-
-        if self._judge_model is None:
-            c = self.config
-            self._judge_model = Generator(c.judge, dtype=c.dtype, batch_size=c.batch_size)
         conversations = [[{"role": "user", "content": [{"type": "text", "text": JUDGE_PROMPT.format(
             caption=caption, question=question, response=response)}]}] for response, caption, question in items]
         try:
-            return [float(s) for s in choose(self._judge_model, conversations, [[] for _ in items], SCORES)]
+            return [float(s) for s in choose(self.local_model(self.config.judge), conversations, [[] for _ in items], SCORES)]
         except JudgeFailed:
             return [None] * len(items)
 

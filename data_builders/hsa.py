@@ -19,11 +19,10 @@ import re
 from dataclasses import dataclass, field
 
 from align.errors import ConfigError
-from data_builders.base import Builder, Built, Source, record_prompt
+from data_builders.base import DESCRIBE, Builder, Built, Source, record_prompt
 from data_builders.build_settings import BuildConfig
 from data_builders.judges import JudgeFailed, choose, is_callable_spec, judge_each, load_callable
 
-DESCRIBE = "Describe this image in detail."
 AGGREGATES = ("max", "mean", "sum")
 JUDGE_PROMPT = ("Question: {question}\nSentence from an answer about the image: \"{sentence}\"\nHow severe is the "
                 "hallucination in this sentence, judged against the image? Answer with one word: {levels}.")
@@ -79,7 +78,6 @@ class HsaBuilder(Builder):
         if not config.judge:
             raise ConfigError("hsa rates severity with a judge: pass judge=MODEL (a local VLM) or judge=pkg.mod:func")
         self.judge_fn = load_callable(config.judge, "judge") if is_callable_spec(config.judge) else None
-        self._model = None
 
     def _value(self, answer) -> float:
         levels = self.config.severity_levels
@@ -93,17 +91,12 @@ class HsaBuilder(Builder):
         """Severity value per (source, question, sentence); None where the judge failed."""
         if self.judge_fn is not None:
             return judge_each(self.judge_fn, [(s, src.record, q) for src, q, s in items], self._value)
-        from align.models.generate import Generator
-
-        if self._model is None:
-            c = self.config
-            self._model = Generator(c.judge, dtype=c.dtype, batch_size=c.batch_size)
         levels = list(self.config.severity_levels)
         conversations = [record_prompt(src.record, JUDGE_PROMPT.format(question=q, sentence=s, levels=", ".join(levels)))
                          for src, q, s in items]
         images = [src.load_images() for src, _, _ in items]
         try:
-            return [self._value(label) for label in choose(self._model, conversations, images, levels)]
+            return [self._value(label) for label in choose(self.local_model(self.config.judge), conversations, images, levels)]
         except JudgeFailed:
             return [None] * len(items)
 

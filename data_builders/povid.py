@@ -110,16 +110,12 @@ def noised_image_pairs(builder: TextBuilder, sources: list[Source], chunk_seed: 
 def rewritten_pairs(builder: TextBuilder, sources: list[Source], chunk_seed: int, rewriter: str,
                     categories: list[str], suffix: str, **extra) -> list[Built]:
     """Ground truth vs a chat model's rewrite with one injected hallucination (category drawn per row)."""
-    from align.models.generate import Generator
-
     c = builder.config
-    if getattr(builder, "_rewriter", None) is None:
-        builder._rewriter = Generator(rewriter, dtype=c.dtype, batch_size=c.batch_size)
     chosen_categories = [s.rng.choice(list(categories)) for s in sources]
     requests = [[{"role": "user", "content": [{"type": "text", "text": REWRITE_PROMPT.format(
         what=_REWRITE_WHAT[cat], text=builder.text_of(s)[1])}]}] for s, cat in zip(sources, chosen_categories,
                                                                                    strict=True)]
-    rewrites = builder._rewriter.generate(requests, None, seed=chunk_seed, max_new_tokens=c.max_new_tokens,
+    rewrites = builder.local_model(rewriter).generate(requests, None, seed=chunk_seed, max_new_tokens=c.max_new_tokens,
                                           temperature=c.temperature, top_p=c.top_p)
     built = []
     for source, category, rewrite in zip(sources, chosen_categories, rewrites, strict=True):

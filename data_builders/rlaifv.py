@@ -24,15 +24,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from itertools import combinations
-from typing import Any
 
 from align.data.claims import ANSWER_SUFFIX, split_claims, yes_no_question
 from align.errors import ConfigError
-from data_builders.base import Builder, Built, Source, record_prompt
+from data_builders.base import DESCRIBE, Builder, Built, Source, record_prompt
 from data_builders.build_settings import BuildConfig
 from data_builders.judges import is_callable_spec, judge_each, load_callable
 
-DESCRIBE = "Describe this image in detail."
 RULES = "rules"
 LABELER_FAILED = "labeler failed (response dropped)"
 SPLIT_PROMPT = ("Rewrite the answer to the question as a list of short, self-contained atomic facts about the "
@@ -75,7 +73,6 @@ class RlaifvBuilder(Builder):
 
     def __init__(self, config: RlaifvConfig):
         super().__init__(config)
-        self._models: dict[str, Any] = {}
         if not config.labeler:
             raise ConfigError("rlaifv judges claims with a labeler: pass labeler=MODEL (a local VLM) or "
                               "labeler=pkg.mod:func")
@@ -88,14 +85,6 @@ class RlaifvBuilder(Builder):
 
     # ---- components
 
-    def _model(self, path: str):
-        from align.models.generate import Generator
-
-        if path not in self._models:
-            c = self.config
-            self._models[path] = Generator(path, dtype=c.dtype, batch_size=c.batch_size)
-        return self._models[path]
-
     def _splitter(self, spec: str):
         if spec == RULES:
             return lambda question, response: split_claims(response)
@@ -103,7 +92,7 @@ class RlaifvBuilder(Builder):
             return load_callable(spec, "splitter")
 
         def split(question: str, response: str) -> list[str]:
-            text = self._model(spec).generate([[{"role": "user", "content": [{"type": "text", "text": SPLIT_PROMPT.format(
+            text = self.local_model(spec).generate([[{"role": "user", "content": [{"type": "text", "text": SPLIT_PROMPT.format(
                 question=question, response=" ".join(response.split()[:300]))}]}]], max_new_tokens=256)[0]
             return [line[2:].strip() for line in text.splitlines() if line.startswith("- ") and line[2:].strip()]
 
@@ -116,7 +105,7 @@ class RlaifvBuilder(Builder):
             return load_callable(spec, "questioner")
 
         def ask(claim: str) -> str:
-            text = self._model(spec).generate([[{"role": "user", "content": [{"type": "text", "text":
+            text = self.local_model(spec).generate([[{"role": "user", "content": [{"type": "text", "text":
                                                  QUESTION_PROMPT.format(claim=claim)}]}]], max_new_tokens=64)[0]
             line = next((ln.strip() for ln in text.splitlines() if ln.strip().endswith("?")), text.strip())
             return line + ANSWER_SUFFIX
@@ -127,7 +116,7 @@ class RlaifvBuilder(Builder):
         """Per (source index, question): whether the claim holds; None where the labeler failed."""
         if self.label_fn is not None:
             return judge_each(self.label_fn, [(q, sources[k].record) for k, q in questions], read_label)
-        labeler = self._model(self.config.labeler)
+        labeler = self.local_model(self.config.labeler)
         conversations = [record_prompt(sources[k].record, q) for k, q in questions]
         images = [sources[k].load_images() for k, _ in questions]
         scores = labeler.answer_logprobs(conversations, images, {"yes": ["Yes", "yes"], "no": ["No", "no"]})

@@ -13,10 +13,8 @@ from dataclasses import dataclass, field
 
 from align.data.diff import replaced_spans
 from align.errors import ConfigError
-from data_builders.base import Builder, Built, Source, record_prompt
+from data_builders.base import DESCRIBE, Builder, Built, Source, record_prompt
 from data_builders.build_settings import BuildConfig
-
-DESCRIBE = "Describe this image in detail."
 
 
 @dataclass

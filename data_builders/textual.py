@@ -6,11 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from align.errors import ConfigError
-from data_builders.base import Builder, Source
+from data_builders.base import DESCRIBE, Builder, Source
 from data_builders.build_settings import BuildConfig
 from data_builders.stats import cooccurrence, frequencies, object_classes
 
-DESCRIBE = "Describe this image in detail."
 AUTO = "auto"
 # dataset.json kinds whose objects a built-in vocabulary names.
 KIND_VOCABULARIES = {"shapes": "shapes"}

@@ -18,10 +18,8 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
 
-from data_builders.base import Builder, Built, Source, record_prompt
+from data_builders.base import DESCRIBE, Builder, Built, Source, record_prompt
 from data_builders.build_settings import BuildConfig
-
-DESCRIBE = "Describe this image in detail."
 
 
 @dataclass
