@@ -23,6 +23,7 @@ RECIPE_KINDS: dict[str, str] = {
     "reward": "align.train.reward.settings:AlignRewardConfig",
     "ppo": "align.train.ppo.settings:AlignPPOConfig",
     "pairs": "data_builders:config_for_recipe",
+    "iterate": "align.iterate.settings:IterateConfig",
 }
 
 _DEVICE_FLAGS = ("bf16", "fp16", "tf32")

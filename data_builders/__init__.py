@@ -18,6 +18,7 @@ BUILDERS: dict[str, str] = {
     "rlaifv": "data_builders.rlaifv:RlaifvBuilder",
     "hsa": "data_builders.hsa:HsaBuilder",
     "hound": "data_builders.hound:HoundBuilder",
+    "correct": "data_builders.correct:CorrectBuilder",
 }
 
 

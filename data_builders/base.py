@@ -70,6 +70,9 @@ class Builder:
     # Source fields the builder needs; a tuple inside means "one of these".
     required: tuple = ()
     needs_model: bool = False
+    # Builders that judge the policy's own responses (`samples` per prompt, `prompt` for rows without a
+    # question): `align iterate` samples those from each round's policy (`sample_responses`).
+    on_policy: bool = False
 
     def __init__(self, config: BuildConfig):
         self.config = config
@@ -119,10 +122,11 @@ class Builder:
                               "least two `responses`")
 
     def responses(self, sources: Sequence[Source], chunk_seed: int, samples: int, default_prompt: str) -> list[list[str]]:
-        """Each source's own `responses`, or `samples` responses sampled from `--model` (temperature, top_p and
-        max_new_tokens from the config) for sources without them, in one batched, seeded call per chunk."""
+        """Each source's own responses (`own_responses`), or `samples` responses sampled from `--model`
+        (temperature, top_p and max_new_tokens from the config) for sources without them, in one batched, seeded
+        call per chunk."""
         c = self.config
-        out = [list(s.record["responses"]) if isinstance(s.record.get("responses"), list) else [] for s in sources]
+        out = [own_responses(s.record) for s in sources]
         missing = [i for i, s in enumerate(sources) if not out[i]]
         if missing:
             conversations, media = [], []
@@ -135,6 +139,10 @@ class Builder:
             for n, i in enumerate(missing):
                 out[i] = texts[n * samples:(n + 1) * samples]
         return out
+
+    def sample_responses(self, sources: Sequence[Source], chunk_seed: int) -> list[list[str]]:
+        """An on-policy builder's `samples` responses per source from `--model` (rows' own responses kept)."""
+        return self.responses(sources, chunk_seed, self.config.samples, self.config.prompt)
 
     def finalize(self, pairs: list[dict]) -> tuple[list[dict], dict[str, int]]:
         """After every chunk, on the assembled pairs in order: a filter that needs them all (RLAIF-V's length
@@ -155,6 +163,15 @@ class Builder:
             "meta": json.dumps({"source_id": source.id, **meta}, sort_keys=True),
         }
         return record
+
+
+def own_responses(record: dict) -> list[str]:
+    """A source row's own responses: its `responses` list, or its one `response`; [] without either."""
+    if isinstance(record.get("responses"), list):
+        return [str(r) for r in record["responses"]]
+    if isinstance(record.get("response"), str) and record["response"].strip():
+        return [record["response"]]
+    return []
 
 
 def _same_text(pair: dict) -> bool:

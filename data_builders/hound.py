@@ -45,6 +45,7 @@ class HoundConfig(BuildConfig):
 class HoundBuilder(Builder):
     name = "hound"
     config_cls = HoundConfig
+    on_policy = True
     required = ("caption",)
 
     def __init__(self, config: HoundConfig):

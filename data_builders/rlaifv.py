@@ -69,6 +69,7 @@ class RlaifvConfig(BuildConfig):
 class RlaifvBuilder(Builder):
     name = "rlaifv"
     config_cls = RlaifvConfig
+    on_policy = True
     required = ()
 
     def __init__(self, config: RlaifvConfig):

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from align import __version__
-from align.cli import build_pairs, data, dpo, eval, models, ppo, quickstart, reward, sft, validate
+from align.cli import build_pairs, data, dpo, eval, iterate, models, ppo, quickstart, reward, sft, validate
 
 app = typer.Typer(
     name="align",
@@ -51,6 +51,7 @@ app.command(name="sft")(sft.sft)
 app.command(name="dpo")(dpo.dpo)
 app.command(name="reward")(reward.reward)
 app.command(name="ppo")(ppo.ppo)
+app.command(name="iterate")(iterate.iterate)
 app.command(name="validate")(validate.validate)
 app.command(name="quickstart")(quickstart.quickstart)
 

@@ -31,6 +31,17 @@ def replaced_spans(original: str, corrected: str, min_match: int = 3) -> tuple[l
     replaced by) the k-th span of the other. Matching runs shorter than `min_match` units count as changed, so a
     correction that rewrites a clause is one segment rather than scattered words (a match at the start or end of
     both texts is always kept); a gap empty on either side (an insertion or a deletion) is no segment."""
+    return _spans(original, corrected, min_match, one_sided=False)
+
+
+def changed_spans(original: str, corrected: str, min_match: int = 3) -> tuple[list[Span], list[Span]]:
+    """As `replaced_spans`, but an insertion is a span of `corrected` alone and a deletion a span of `original`
+    alone, so every changed unit is marked (a removed hallucinated sentence weighs on the rejected side). The two
+    lists then need not pair up."""
+    return _spans(original, corrected, min_match, one_sided=True)
+
+
+def _spans(original: str, corrected: str, min_match: int, one_sided: bool) -> tuple[list[Span], list[Span]]:
     if min_match < 1:
         raise ValueError(f"min_match must be >= 1, got {min_match}")
     a, b = units(original), units(corrected)
@@ -42,8 +53,10 @@ def replaced_spans(original: str, corrected: str, min_match: int = 3) -> tuple[l
     original_spans: list[Span] = []
     prev_a = prev_b = 0
     for block_a, block_b, size in [(k.a, k.b, k.size) for k in kept] + [(len(a), len(b), 0)]:
-        if block_a > prev_a and block_b > prev_b:  # units [prev, block) differ on both sides: a replacement
+        replaced = block_a > prev_a and block_b > prev_b  # units [prev, block) differ on both sides
+        if block_a > prev_a and (replaced or one_sided):
             original_spans.append((a[prev_a][1], a[block_a - 1][2]))
+        if block_b > prev_b and (replaced or one_sided):
             corrected_spans.append((b[prev_b][1], b[block_b - 1][2]))
         prev_a, prev_b = block_a + size, block_b + size
     return corrected_spans, original_spans

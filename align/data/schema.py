@@ -83,6 +83,7 @@ KINDS: dict[str, dict[str, Column]] = {
         "question": Column("str"),
         "answer": Column("str"),
         "responses": Column("str_list", help="candidate responses to the question (feedback builders)"),
+        "response": Column("str", help="one response of the policy, to be corrected (correct)"),
         "ratings": Column("ratings", help="per response, its rating or {aspect: rating} (vlfeedback)"),
         "original": Column("str", help="a model's response, before correction (rlhfv)"),
         "corrected": Column("str", help="the same response with its hallucinations corrected (rlhfv)"),

@@ -31,3 +31,12 @@ def judges_gibberish(sentence, source, question):
 
 def scores_text(response, caption, question):
     return "five"
+
+
+def adds_a_circle(question, response, source):
+    """A stand-in corrector that always changes the response: its words, then one more sentence."""
+    return " ".join(response.split()[:6]) + " There is a red circle."
+
+
+def returns_a_number(question, response, source):
+    return 42

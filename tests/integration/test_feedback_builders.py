@@ -385,6 +385,96 @@ def test_rlaifv_splitter_and_questioner_models_are_prompted(shapes_world, run_cl
     assert result.code == 2 and "made no pairs" in result.err  # both responses' claims are the same questions
 
 
+def _hallucinated(row, k):
+    """(the world caption plus an absent partner shape and a miscounted total, the absent class)."""
+    from align.data import shapes_vocab
+    from align.data.shapes import caption
+
+    present = {o["name"] for o in row["objects"]}
+    absent = next(n for n in shapes_vocab.CLASSES[k % 5:] + shapes_vocab.CLASSES if n not in present)
+    taken = {o["cell"] for o in row["objects"]}
+    cell = next(c for c in shapes_vocab.CELLS if c not in taken)
+    extra = {"name": absent, "color": "green", "size": "small", "cell": cell}
+    return caption([*row["objects"], extra]), absent
+
+
+def test_correct_pairs_the_own_response_with_its_exact_correction(shapes_world, run_cli, tmp_path):
+    """The shapes corrector removes the absent shape's sentence and fixes the total: the chosen side is the exact
+    caption, and the spans mark exactly the changed count and the removed sentence."""
+    rows, absent_of = [], {}
+    for k, row in enumerate(_world_rows(shapes_world, 8)):
+        text, absent_of[row["id"]] = _hallucinated(row, k)
+        rows.append({"id": row["id"], "images": row["images"], "objects": row["objects"], "response": text})
+    rows.append({**rows[0], "id": "right", "response": _world_rows(shapes_world, 1)[0]["caption"]})
+    source = _write(tmp_path / "own.jsonl", rows)
+    result = run_cli("build-pairs", "correct", "--input", source, "--out", tmp_path / "out", "--image-root",
+                     shapes_world, "corrector=align.data.shapes_corrector:corrector")
+    assert result.code == 0, result
+    pairs = read_records(tmp_path / "out")
+    assert len(pairs) == 8  # the already right response makes no pair
+    truth = {r["id"]: r for r in _world_rows(shapes_world, 8)}
+    for pair in pairs:
+        source_id = json.loads(pair["meta"])["source_id"]
+        chosen, rejected = _text(pair["chosen"]), _text(pair["rejected"])
+        assert chosen == truth[source_id]["caption"]
+        n = len(truth[source_id]["objects"])
+        marked_rejected = [rejected[a:b] for a, b in pair["rejected_spans"]]
+        marked_chosen = [chosen[a:b] for a, b in pair["chosen_spans"]]
+        from align.data.shapes_vocab import NUMBER_WORDS
+
+        # the count on both sides ("two shapes" -> "one shape" changes the noun too), and the removed sentence
+        # (naming the absent class) on the rejected side alone
+        assert marked_chosen == (["one shape"] if n == 1 else [NUMBER_WORDS[n]])
+        assert marked_rejected[0] == ("two shapes" if n == 1 else NUMBER_WORDS[n + 1]) and len(marked_rejected) == 2
+        assert absent_of[source_id] in marked_rejected[1] and marked_rejected[1].startswith("There is a")
+        assert marked_rejected[1] not in chosen
+    counts = read_dataset_json(tmp_path / "out")["counts"]
+    assert counts["skipped_nothing to correct"] == 1 and counts["pairs"] == 8, counts
+
+
+def test_correct_counts_a_failing_corrector_and_needs_responses(shapes_world, run_cli, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(__import__("pathlib").Path(__file__).parent))
+    rows = [{"id": r["id"], "images": r["images"], "response": r["caption"]} for r in _world_rows(shapes_world, 3)]
+    source = _write(tmp_path / "own.jsonl", rows)
+    bad = run_cli("build-pairs", "correct", "--input", source, "--out", tmp_path / "o1", "--image-root",
+                  shapes_world, "corrector=feedback_parts:returns_a_number")
+    assert bad.code == 2 and "made no pairs" in bad.err and "corrector failed (response dropped)" in bad.err
+    none = run_cli("build-pairs", "correct", "--input", source, "--out", tmp_path / "o2")
+    assert none.code == 2 and "corrector=MODEL" in none.err
+    prompts = _write(tmp_path / "prompts.jsonl", [{"id": r["id"], "images": r["images"]} for r in rows])
+    no_model = run_cli("build-pairs", "correct", "--input", prompts, "--out", tmp_path / "o3", "--image-root",
+                       shapes_world, "corrector=feedback_parts:adds_a_circle")
+    assert no_model.code == 2 and "--model MODEL" in no_model.err
+
+
+def test_correct_samples_the_policy_and_asks_a_model_corrector(shapes_world, run_cli, tmp_path, tiny_checkpoint,
+                                                               monkeypatch):
+    """The model paths: `samples` responses per prompt from --model, and a model corrector asked with the
+    revision prompt holding the question and each response."""
+    from align.models.generate import Generator
+
+    prompts: list[str] = []
+    original = Generator.generate
+
+    def generate(self, conversations, images=None, **kw):
+        prompts.extend(c[0]["content"][-1]["text"] for c in conversations)
+        return original(self, conversations, images, **kw)
+
+    monkeypatch.setattr(Generator, "generate", generate)
+    rows = [{"id": r["id"], "images": r["images"]} for r in _world_rows(shapes_world, 2)]
+    source = _write(tmp_path / "prompts.jsonl", rows)
+    model = tiny_checkpoint("llava")
+    result = run_cli("build-pairs", "correct", "--input", source, "--out", tmp_path / "out", "--image-root",
+                     shapes_world, "--model", model, "samples=2", "temperature=1.0", "max_new_tokens=6",
+                     f"corrector={model}")
+    sampled = [p for p in prompts if p == "Describe this image in detail."]
+    revisions = [p for p in prompts if p.startswith("Here is a question")]
+    assert len(sampled) == 4 and len(revisions) == 4  # 2 rows x 2 samples, each revised once
+    assert all("Question: Describe this image in detail.\nAnswer: " in p for p in revisions)
+    # a random tiny corrector may return each response unchanged or empty; either way the run ends cleanly
+    assert result.code == 0 or (result.code == 2 and "made no pairs" in result.err), result
+
+
 def test_every_feedback_recipe_runs_from_the_cli(shapes_world, run_cli, tmp_path):
     """Each builder's recipe in recipes/pairs/, with its model judge swapped for the shapes world's exact one."""
     from pathlib import Path
@@ -402,6 +492,9 @@ def test_every_feedback_recipe_runs_from_the_cli(shapes_world, run_cli, tmp_path
                    ["labeler=align.data.shapes_claims:labeler"]),
         "hsa": ([{"id": r["id"], "images": r["images"], "objects": r["objects"], "original": _swap(r["caption"], 1),
                   "corrected": r["caption"]} for r in world], ["judge=align.data.shapes_claims:severity"]),
+        "correct": ([{"id": r["id"], "images": r["images"], "objects": r["objects"],
+                      "responses": [_swap(r["caption"], 1)]} for r in world],
+                    ["corrector=align.data.shapes_corrector:corrector"]),
         "hound": ([{"id": r["id"], "images": [[r["images"][0]] * 2], "caption": r["caption"],
                     "responses": [r["caption"], _swap(r["caption"], 1)]} for r in world],
                   ["judge=align.data.shapes_claims:caption_judge"]),
