@@ -65,6 +65,7 @@ class ConversationEncoder:
         self.spec = get_family(family)
         tokenizer = getattr(processor, "tokenizer", processor)
         self.media_token_ids = _media_token_ids(processor, tokenizer)
+        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self._layouts: dict[str, Spans] = {}
 
     def encode(self, examples: Sequence[Example], add_generation_prompt: bool = False):
@@ -157,19 +158,90 @@ def labels_from_spans(batch, spans: Sequence[Spans]):
     return labels
 
 
-class ConversationCollator:
-    """`Trainer` collator: features carry a `row` index; rows are loaded, encoded as one batch and labelled."""
+# Batch keys that hold one entry per image (in row order): packing reorders rows, so these follow.
+IMAGE_KEYS = ("pixel_values", "image_sizes")
 
-    def __init__(self, encoder: ConversationEncoder, load_example: Callable[[int], Example], spans: Sequence[Spans]):
+
+def pack_rows(lengths: Sequence[int]) -> list[list[int]]:
+    """Row indices per pack: first-fit, longest row first, into packs as wide as the longest row."""
+    width = max(lengths)
+    packs: list[list[int]] = []
+    room: list[int] = []
+    for row in sorted(range(len(lengths)), key=lambda r: -lengths[r]):
+        k = next((k for k, free in enumerate(room) if free >= lengths[row]), None)
+        if k is None:
+            packs.append([])
+            room.append(width)
+            k = len(packs) - 1
+        packs[k].append(row)
+        room[k] -= lengths[row]
+    return packs
+
+
+def flatten_rows(batch: dict, images_per_row: Sequence[int], pad_token_id: int = 0) -> dict:
+    """A left-padded batch ([B, T] tensors) as packs of its real tokens ([P, W], P <= B): rows placed first-fit,
+    longest first, into packs as wide as the longest row, position ids restarting at every row (and at a pack's
+    padded tail) and no attention mask, so transformers' packed-sequence masks keep the rows apart and little
+    compute goes to padding. One pack of the whole batch would make attention quadratic in the batch's tokens;
+    packs as wide as the longest row keep it at the padded batch's width. Other per-token tensors are packed
+    alike, and the image tensors (`IMAGE_KEYS`, `images_per_row` entries per row) are reordered with the rows, so
+    image features still fill the image tokens in order."""
+    import torch
+
+    mask = batch["attention_mask"].bool()  # [B, T], left padding
+    lengths = mask.sum(dim=1).tolist()
+    width = max(lengths)
+    packs = pack_rows(lengths)
+    order = [r for p in packs for r in p]
+    first_image = [sum(images_per_row[:r]) for r in range(len(lengths))]
+    image_order = [first_image[r] + i for r in order for i in range(images_per_row[r])]
+    fill = {"input_ids": pad_token_id, "labels": -100}
+    out = {}
+    for key, value in batch.items():
+        if key == "attention_mask":
+            continue
+        if key in IMAGE_KEYS and isinstance(value, torch.Tensor) and len(value) == len(image_order):
+            out[key] = value[image_order]
+            continue
+        if not (isinstance(value, torch.Tensor) and value.shape[:2] == mask.shape):
+            out[key] = value
+            continue
+        packed = torch.full((len(packs), width, *value.shape[2:]), fill.get(key, 0), dtype=value.dtype)
+        for k, rows in enumerate(packs):
+            tokens = torch.cat([value[r][mask[r]] for r in rows])
+            packed[k, :len(tokens)] = tokens
+        out[key] = packed
+    positions = torch.zeros(len(packs), width, dtype=torch.long)
+    for k, rows in enumerate(packs):
+        parts = [torch.arange(lengths[r]) for r in rows]
+        used = sum(lengths[r] for r in rows)
+        parts.append(torch.arange(width - used))  # the padded tail: a segment of its own, unlabelled
+        positions[k] = torch.cat(parts)
+    out["position_ids"] = positions
+    # transformers finds the rows from the positions only without a KV cache (a model in eval mode makes one)
+    out["use_cache"] = False
+    return out
+
+
+class ConversationCollator:
+    """`Trainer` collator: features carry a `row` index; rows are loaded, encoded as one batch and labelled; with
+    `flat`, the batch becomes one padding-free row (`flatten_rows`)."""
+
+    def __init__(self, encoder: ConversationEncoder, load_example: Callable[[int], Example], spans: Sequence[Spans],
+                 flat: bool = False):
         self.encoder = encoder
         self.load_example = load_example
         self.spans = spans
+        self.flat = flat
 
     def __call__(self, features: list[dict]) -> dict:
         rows = [int(f["row"]) for f in features]
-        batch = self.encoder.encode([self.load_example(r) for r in rows], add_generation_prompt=False)
+        examples = [self.load_example(r) for r in rows]
+        batch = self.encoder.encode(examples, add_generation_prompt=False)
         batch["labels"] = labels_from_spans(batch, [self.spans[r] for r in rows])
-        return dict(batch)
+        if not self.flat:
+            return dict(batch)
+        return flatten_rows(dict(batch), [len(e.images) for e in examples], self.encoder.pad_token_id)
 
 
 @dataclass

@@ -11,10 +11,13 @@ Sentence by sentence (a sentence ends at ".", "!", "?", ";" or a line break):
 - a sentence about one object ("There is a small red circle in the top left", "A blue star is at the bottom")
   is matched to an object of its class not yet described, the one sharing most of the stated cell, colour and
   size; its wrong colour, size and position words are replaced by that object's. With no such object left (an
-  absent class, or one more instance than the image has) the sentence goes;
+  absent class, or one more instance than the image has), an undescribed object in the stated cell was seen and
+  misnamed: the class word (and any wrong colour or size) becomes that object's. Nothing there: the sentence goes;
 - a sentence naming several shapes is kept when every claim in it holds and removed otherwise (a free-form
   sentence has no minimal fix that is certain to be grammatical);
 - a sentence naming no shape is kept.
+The world's short questions (existence, count, colour) are answered exactly instead (`short_answer`): a wrong
+answer is replaced by the right one.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class _Mention:
 
     name: str  # canonical class, or "" for a count of all shapes ("four shapes")
     plural: bool
+    noun: tuple[int, int] = (0, 0)  # its first word and last word + 1
     count: tuple[int, int] | None = None  # (word index, value) of a number word before the noun
     color: tuple[int, str] | None = None
     size: tuple[int, str] | None = None
@@ -76,7 +80,7 @@ def _mentions(words: list[_Word]) -> list[_Mention]:
         else:
             i += 1
             continue
-        found.append((i, i + width, _Mention(name=name, plural=plural)))
+        found.append((i, i + width, _Mention(name=name, plural=plural, noun=(i, i + width))))
         i += width
     for k, (first, last, mention) in enumerate(found):
         floor = found[k - 1][1] if k else 0
@@ -179,7 +183,17 @@ def _correct_sentence(sentence: str, objects: Sequence[Mapping[str, Any]], descr
         return _apply(sentence, mention.edits)
     free = [k for k in same_class if k not in described]
     if not free:
-        return None
+        # A wrong class where the sentence places an object not yet described: that object was seen and misnamed,
+        # so the sentence is fixed to it. Nothing there: the object is absent and the sentence goes.
+        there = [k for k, o in enumerate(objects) if k not in described and mention.position
+                 and o.get("cell") == mention.position[2]]
+        if not there:
+            return None
+        free = there
+        first, last = mention.noun
+        renamed = _replace_word(words, first, str(objects[there[0]]["name"]))
+        renamed[0] = (words[first].start, words[last - 1].end, renamed[0][2])  # a two-word name goes whole
+        mention.edits += renamed
     chosen = _match(mention, [objects[k] for k in free])
     described.append(next(k for k in free if objects[k] is chosen))
     _fix_object(mention, chosen, words, sentence)
@@ -192,9 +206,11 @@ def _apply(text: str, edits: list[tuple[int, int, str]]) -> str:
     return text
 
 
-def correct_caption(response: str, objects: Sequence[Mapping[str, Any]]) -> str:
+def correct_caption(response: str, objects: Sequence[Mapping[str, Any]], add_missing: bool = False) -> str:
     """`response` with each wrong claim about `objects` fixed or its sentence removed (the module docstring);
-    every other character is kept, and a correct response comes back unchanged."""
+    every other character is kept, and a correct response comes back unchanged. With `add_missing`, a sentence
+    for each object no sentence described is appended, in the caption's own words (OPA-DPO's expert adds
+    missing facts too)."""
     described: list[int] = []
     kept: list[str] = []
     removed = False
@@ -213,12 +229,66 @@ def correct_caption(response: str, objects: Sequence[Mapping[str, Any]]) -> str:
         else:  # the sentence after a removed first one starts the text: no leading space
             kept.append((lead if kept or not removed else "") + fixed)
     revised = "".join(kept)
+    if add_missing:
+        missing = [f"There is a {o['size']} {o['color']} {o['name']} {vocab.CELL_PHRASES[o['cell']]}."
+                   for k, o in enumerate(objects) if k not in described]
+        if missing:
+            revised = " ".join([revised.rstrip(), *missing]) if revised.strip() else " ".join(missing)
     return response if revised == response else revised.strip()
 
 
+_COUNT_QUESTION = re.compile(r"how many (\w+(?: \w+)?) (?:are|is) there", re.IGNORECASE)
+_COLOR_QUESTION = re.compile(r"what colou?r is the (\w+(?: \w+)?)\?", re.IGNORECASE)
+_YES_NO = re.compile(r"^\s*(is|are|does|do)\b", re.IGNORECASE)
+
+
+def short_answer(question: str, objects: Sequence[Mapping[str, Any]]) -> str | None:
+    """The exact answer, in the world's words, to one of its short questions: existence ("Is there a star in the
+    image?" -> Yes / No), count ("How many squares are there in the image?" -> 2) and colour of a class present
+    once ("What color is the heart?" -> Orange); None for any other question (a caption request)."""
+    from align.data.shapes_claims import answer
+
+    question = question.split("\n")[0]
+    count = _COUNT_QUESTION.search(question)
+    if count:
+        name = vocab.PHRASES.get(count.group(1).lower()) or vocab.SYNONYMS.get(vocab.singularize(count.group(1)))
+        return str(sum(o.get("name") == name for o in objects)) if name else None
+    color = _COLOR_QUESTION.search(question)
+    if color:
+        name = vocab.PHRASES.get(color.group(1).lower()) or vocab.SYNONYMS.get(vocab.singularize(color.group(1)))
+        matching = [o for o in objects if o.get("name") == name]
+        return str(matching[0]["color"]).capitalize() if len(matching) == 1 else None
+    if _YES_NO.match(question):
+        try:
+            return "Yes" if answer(question, objects) else "No"
+        except ValueError:
+            return None
+    return None
+
+
+def correct_response(question: str, response: str, objects: Sequence[Mapping[str, Any]],
+                     add_missing: bool = False) -> str:
+    """A short question's wrong answer becomes the exact one (a right one, in any case or with a full stop, is
+    left as it is); any other response is a description, corrected by `correct_caption`."""
+    exact = short_answer(question, objects)
+    if exact is None:
+        return correct_caption(response, objects, add_missing)
+    given = response.strip().rstrip(".").strip().lower()
+    return response if given == exact.lower() else exact
+
+
 def corrector(question: str, response: str, source: Mapping[str, Any]) -> str:
-    """`correct_caption` on the source row's `objects` (the signature of a `correct` builder's corrector)."""
+    """`correct_response` on the source row's `objects` (the signature of a `correct` builder's corrector)."""
+    return correct_response(question, response, _objects(source))
+
+
+def completing_corrector(question: str, response: str, source: Mapping[str, Any]) -> str:
+    """`corrector` that also describes the objects a description left out (`add_missing`)."""
+    return correct_response(question, response, _objects(source), add_missing=True)
+
+
+def _objects(source: Mapping[str, Any]) -> list:
     objects = source.get("objects")
     if not isinstance(objects, list):
         raise ValueError("the source row has no objects to correct the response against")
-    return correct_caption(response, objects)
+    return objects

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +128,7 @@ def _round_prompts(rows: list[dict], k: int, cfg: IterateConfig) -> list[dict]:
 
 def _run_round(cfg: IterateConfig, k: int, policy: str, prompts: list[dict], data_root: str, builder_class,
                console, show: bool) -> dict[str, Any]:
-    from align.data.io import read_dataset_json, read_records, write_records
+    from align.data.io import read_dataset_json
     from align.files import atomic_write_text
     from align.resolve import build_dataclass
     from align.seeds import derive_seed
@@ -174,9 +174,7 @@ def _run_round(cfg: IterateConfig, k: int, policy: str, prompts: list[dict], dat
         with step("sft"):
             sft_data = folder / "sft_data"
             if read_dataset_json(sft_data) is None:
-                chosen = [{"id": r["id"], "images": r.get("images") or [], "messages": [*r["prompt"], *r["chosen"]]}
-                          for r in read_records(pairs)]
-                write_records(sft_data, chosen, kind="sft", images="embed", check_images=False)
+                chosen_sft_dataset([pairs], sft_data)
             values = cfg.sft_values( policy, str(sft_data), str(folder / "sft"))
             start = loadable(run_sft(build_dataclass(AlignSFTConfig, values, source="sft_first"), resume=True,
                                      progress=show))
@@ -196,6 +194,19 @@ def _run_round(cfg: IterateConfig, k: int, policy: str, prompts: list[dict], dat
               "seconds": seconds}
     atomic_write_text(folder / ROUND_RECORD, json.dumps(record, indent=1) + "\n")
     return record
+
+
+def chosen_sft_dataset(pairs_folders: Sequence[Path], out: Path) -> Path:
+    """The chosen side of every pair in `pairs_folders` as SFT conversations, one dataset folder with the images
+    embedded (ids prefixed by the round folder when there are several)."""
+    from align.data.io import read_records, write_records
+
+    rows = []
+    for folder in pairs_folders:
+        prefix = f"{Path(folder).parent.name}-" if len(pairs_folders) > 1 else ""
+        rows += [{"id": prefix + str(r["id"]), "images": r.get("images") or [],
+                  "messages": [*r["prompt"], *r["chosen"]]} for r in read_records(folder)]
+    return write_records(out, rows, kind="sft", images="embed", check_images=False)
 
 
 def _evaluate(entry: dict[str, Any], model: str, folder: Path, show: bool) -> dict[str, Any]:

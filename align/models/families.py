@@ -58,6 +58,11 @@ class Family:
     # model_type of the decoder where the config has no text_config to say it (IDEFICS builds a Llama-style
     # decoder into its own model class).
     decoder_type: str | None = None
+    # Its language model takes a batch's rows concatenated into one, position ids restarting at each row and no
+    # attention mask (transformers builds the block-diagonal causal mask from the positions), and its image
+    # features fill the image tokens in order: `flat_batches` trains without padding. Checked per family by
+    # tests/integration/test_flat_batches.py; M-RoPE families (Qwen2-VL) compute positions from the mask.
+    flat_batches: bool = False
 
     def auto_class(self):
         import transformers
@@ -123,8 +128,8 @@ _NO_ADAPTER_BLIP = ("its language model (OPT or Flan-T5) is not a decoder PEFT's
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in [
-        Family("llava", ("llava",), _LLAVA_PARTS, groups=_LLAVA_GROUPS),
-        Family("llava_next", ("llava_next",), _LLAVA_PARTS, groups=_LLAVA_NEXT_GROUPS),
+        Family("llava", ("llava",), _LLAVA_PARTS, groups=_LLAVA_GROUPS, flat_batches=True),
+        Family("llava_next", ("llava_next",), _LLAVA_PARTS, groups=_LLAVA_NEXT_GROUPS, flat_batches=True),
         Family("llava_next_video", ("llava_next_video",), _LLAVA_PARTS, supports_video=True,
                groups=_LLAVA_NEXT_GROUPS),
         Family("qwen2_vl", ("qwen2_vl",), _QWEN_PARTS, supports_video=True, groups=_QWEN_GROUPS,

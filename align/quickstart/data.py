@@ -7,8 +7,8 @@
 - `preference_pairs`: chosen = the exact caption; rejected = a corrupted one: `add` an absent object (the
   image's bait partner when it has one, else an absent class drawn from the prior), `drop` a present object, or
   `swap` an object's class or colour. Each pair records its kind.
-- `sampled_pairs` (RLAIF-V style, no clean captions): the SFT model's own samples, scored by a claim checker
-  (the world's ground truth standing in for RLAIF-V's labeler), best against worst.
+The on-policy rounds (the model's own captions, corrected by `align.data.shapes_corrector`) run through
+`align iterate` (align.quickstart.pipeline).
 """
 
 from __future__ import annotations
@@ -157,44 +157,17 @@ def chosen_sft_records(pairs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"id": p["id"], "images": p["images"], "messages": [*p["prompt"], *p["chosen"]]} for p in pairs]
 
 
-def caption_errors(text: str, objects: Sequence[dict[str, Any]]) -> tuple[int, int]:
-    """(wrong claims, correct object mentions) of a caption under the exact ground truth: hallucinated object
-    mentions plus wrong colour, count and position claims; and the mentions of present classes."""
-    from align.eval.chair import caption_to_objects
-    from align.eval.shapes_chair import caption_claims, shapes_chair_vocab
-
-    chair_vocab = shapes_chair_vocab()
-    names = {o["name"] for o in objects}
-    mentioned = caption_to_objects(text, chair_vocab).objects
-    wrong = sum(m not in names for m in mentioned)
-    claims = caption_claims(text, objects, chair_vocab)
-    wrong += sum(not ok for group in (claims.color, claims.count, claims.position) for ok in group)
-    return wrong, len({m for m in mentioned if m in names})
-
-
-def sampled_pairs(samples: dict[str, list[str]], world: str | Path, seed: int) -> list[dict[str, Any]]:
-    """RLAIF-V-style pairs from the model's own samples per train image ({image id: [caption, ...]}): each
-    sample scores its correct object mentions minus its wrong claims; the best is chosen and the worst rejected
-    when their scores differ by at least one.
-
-    RLAIF-V's own score, minus the wrong claims alone, was tried first: a caption that names nothing scores best,
-    and DPO on those pairs taught the model to name nothing (recall 0.001 on the shapes world). Crediting correct
-    mentions plays the part of RLAIF-V's length balancing."""
+def onpolicy_prompts(world: str | Path) -> list[dict[str, Any]]:
+    """The on-policy rounds' prompts, source rows the corrector can check (`objects`): a caption request for
+    every train image and the world's yes/no existence questions about the train images (its SFT QA). Without the
+    questions, rounds on captions alone cost ShapesPOPE F1 (0.742 -> 0.664 after two rounds, seed 0)."""
     sources = {s["id"]: s for s in train_sources(world)}
-    rows = []
-    for image_id, texts in samples.items():
-        source = sources[image_id]
-        scored = []
-        for text in dict.fromkeys(texts):  # identical samples carry no contrast
-            wrong, right = caption_errors(text, source["objects"])
-            scored.append((right - wrong, wrong, right, text))
-        if len(scored) < 2:
-            continue
-        scored.sort(key=lambda s: (s[0], -s[1]))
-        worst, best = scored[0], scored[-1]
-        if best[0] - worst[0] >= 1:
-            rows.append(_pair(f"{image_id}-s", source, best[3], worst[3], {
-                "kind": "sampled", "chosen_wrong": best[1], "chosen_right": best[2], "rejected_wrong": worst[1],
-                "rejected_right": worst[2]}))
-    random.Random(world_seed(seed, "sampled-pairs")).shuffle(rows)
+    rows = [{"id": f"{s['id']}_describe", "images": s["images"], "objects": s["objects"], "question": PROMPT}
+            for s in sources.values()]
+    for record in read_jsonl(Path(world) / "sft.jsonl"):
+        source = sources.get(record["id"].rsplit("_", 1)[0])
+        question = record["messages"][0]["content"][-1]["text"]
+        if source is not None and question.startswith("Is there"):
+            rows.append({"id": record["id"], "images": source["images"], "objects": source["objects"],
+                         "question": question})
     return rows

@@ -181,6 +181,9 @@ def test_dpo_equals_trl_on_the_same_batch(loss_type, tiny_checkpoint, pairs, tmp
     # a coefficient != 0 adds the SFT term to stic: -coef * mean summed chosen log-prob, which is > 0
     aligned["stic"].args.stic_sft_coef = 1 / 1024
     assert _loss(aligned["stic"], batch) - expected > 1e-6
+    # ddpo's SFT term is stic's on the weighted log-probs: with all weights 1, the same loss
+    aligned["ddpo"].args.ddpo_sft_coef = 1 / 1024
+    assert abs(_loss(aligned["ddpo"], batch) - _loss(aligned["stic"], batch)) < 1e-6
     # mdpo with weights (1, 0, 0) on its 3B batch (the first 2B rows are the dpo batch) is dpo; the other two
     # terms do reach the loss
     three = PreferenceCollator(ConversationEncoder(processor, "llava"), data, corruption_seed=42)(

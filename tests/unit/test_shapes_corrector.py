@@ -39,9 +39,14 @@ def test_wrong_colour_size_position_and_count_are_replaced_in_place():
 
 def test_an_extra_instance_and_an_impossible_count_lose_their_sentence():
     response = ("The image shows three shapes on a white background. There are two circles. A small red circle is "
-                "in the top left. A small red circle is in the center.")
+                "in the top left. A small red circle is at the top right.")
     assert correct_caption(response, OBJECTS) == (
         "The image shows three shapes on a white background. A small red circle is in the top left.")
+    # a second circle where an undescribed square sits: that square, misnamed
+    misnamed = response.replace("at the top right", "in the center")
+    assert correct_caption(misnamed, OBJECTS) == (
+        "The image shows three shapes on a white background. A small red circle is in the top left. A large blue "
+        "square is in the center.")
 
 
 def test_the_article_follows_a_replaced_colour_and_digits_stay_digits():
@@ -66,3 +71,45 @@ def test_the_builder_signature_needs_the_rows_objects():
     assert corrector("Describe.", "There is a star.", {"objects": OBJECTS}) == ""
     with pytest.raises(ValueError, match="no objects"):
         corrector("Describe.", "There is a star.", {"id": "x"})
+
+
+def test_a_misnamed_object_in_its_stated_cell_is_renamed_and_one_in_an_empty_cell_removed():
+    objects = [{"name": "diamond", "color": "orange", "size": "small", "cell": "center"}]
+    assert correct_caption("There is a small red square in the center.", objects) == (
+        "There is a small orange diamond in the center.")
+    assert correct_caption("There is a small red square at the top.", objects) == ""
+    # the stated cell's object is already described: the extra sentence goes
+    assert correct_caption("A diamond is in the center. A square is in the center.", objects) == (
+        "A diamond is in the center.")
+    # a two-word synonym is replaced whole
+    assert correct_caption("There is a half moon in the center.", objects) == "There is a diamond in the center."
+
+
+def test_the_completing_corrector_also_describes_what_was_left_out():
+    from align.data.shapes_corrector import completing_corrector
+
+    partial = ("The image shows four shapes on a white background. There is a small red circle in the top left. "
+               "There is a small green star on the right.")
+    assert completing_corrector("Describe.", partial, {"objects": OBJECTS}) == (
+        "The image shows three shapes on a white background. There is a small red circle in the top left. There is "
+        "a large blue square in the center. There is a medium orange square at the bottom.")
+    assert completing_corrector("Describe.", EXACT, {"objects": OBJECTS}) == EXACT  # nothing left out
+    assert correct_caption(partial, OBJECTS).endswith("in the top left.")  # the plain corrector adds nothing
+
+
+def test_short_questions_get_the_exact_answer_in_the_worlds_words():
+    from align.data.shapes_corrector import short_answer
+
+    suffix = "\nAnswer the question using a single word or phrase."
+    assert short_answer("Is there a square in the image?" + suffix, OBJECTS) == "Yes"
+    assert short_answer("Is there a star in the image?" + suffix, OBJECTS) == "No"
+    assert short_answer("How many squares are there in the image?" + suffix, OBJECTS) == "2"
+    assert short_answer("How many stars are there in the image?", OBJECTS) == "0"
+    assert short_answer("What color is the circle?", OBJECTS) == "Red"
+    assert short_answer("What color is the square?", OBJECTS) is None  # two squares: no one colour
+    assert short_answer("Describe this image in detail.", OBJECTS) is None
+    source = {"objects": OBJECTS}
+    assert corrector("Is there a star in the image?" + suffix, "Yes", source) == "No"
+    assert corrector("Is there a star in the image?" + suffix, "no.", source) == "no."  # right: unchanged
+    assert corrector("How many squares are there in the image?", "3", source) == "2"
+    assert corrector("Describe this image in detail.", EXACT + " There is a star.", source) == EXACT

@@ -22,13 +22,14 @@ from trl import DPOTrainer
 from align.train.dpo.data import model_inputs
 from align.train.dpo.variants import get_variant
 from align.train.guards import FiniteGuardMixin
+from align.train.length_groups import LengthGroupsMixin
 from align.train.resume import CheckpointResumeMixin
 
 # What TRL's `_compute_loss` reads from the policy's fused-head output (its `__init__` asks for the same).
 POLICY_OUTPUTS = ("log_probs", "entropy", "mean_logits", "is_top1")
 
 
-class AlignDPOTrainer(FiniteGuardMixin, CheckpointResumeMixin, DPOTrainer):
+class AlignDPOTrainer(FiniteGuardMixin, CheckpointResumeMixin, LengthGroupsMixin, DPOTrainer):
     """DPOTrainer with align's collator and the run's variant (`args.variant`); the loss maths lives in
     align.losses."""
 

@@ -93,6 +93,7 @@ def train_stage(plan: StagePlan, model_path: str, resume: bool, progress: bool, 
     import datasets
 
     from align.data.collate import ConversationCollator, ConversationEncoder
+    from align.models.families import FAMILIES, get_family
     from align.train.run_config import apply_policy_and_report
     from align.train.sft.data import load_sft_data
     from align.train.sft.trainer import AlignSFTTrainer
@@ -109,6 +110,10 @@ def train_stage(plan: StagePlan, model_path: str, resume: bool, progress: bool, 
     if data.dropped:
         title += f" ({data.dropped} too long, dropped)"
     model = apply_policy_and_report(model, family, cfg, policy, title, show=run.show)
+    if cfg.flat_batches and not get_family(family).flat_batches:
+        supported = ", ".join(f.name for f in FAMILIES.values() if f.flat_batches)
+        raise ConfigError(f"flat_batches: family {family} does not take packed rows (supported: {supported}); set "
+                          "flat_batches=false")
 
     trainer = AlignSFTTrainer(
         model=model,
@@ -116,9 +121,12 @@ def train_stage(plan: StagePlan, model_path: str, resume: bool, progress: bool, 
         # `length` lets train_sampling_strategy=group_by_length batch rows of similar length (less padding).
         train_dataset=datasets.Dataset.from_dict({"row": list(range(len(data))),
                                                   "length": [s.length for s in data.spans]}),
-        data_collator=ConversationCollator(ConversationEncoder(processor, family), data.load_example, data.spans),
+        data_collator=ConversationCollator(ConversationEncoder(processor, family), data.load_example, data.spans,
+                                           flat=cfg.flat_batches),
         processing_class=processor,
         family=family,
+        # Grouped by length, a step's loss is divided by the label tokens of an average step.
+        label_tokens_per_row=sum(e - s for sp in data.spans for s, e in sp.assistant) / len(data.spans),
     )
     result, checkpoint = run.train(trainer, "sft" if n_stages == 1 else f"sft stage {plan.index}/{n_stages}")
     return run.finish(trainer, {

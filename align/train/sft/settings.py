@@ -46,6 +46,12 @@ class AlignSFTConfig(RunFields, SFTConfig):
     task_identifier: str | None = field(
         default=None, metadata={"help": "MiniGPT-v2 task token prefixed to every user turn, e.g. grounding."}
     )
+    flat_batches: bool = field(
+        default=False,
+        metadata={"help": "Concatenate each batch's rows into one, positions restarting per row: no compute on "
+                          "padding (families that support it: llava, llava_next). TRL's own padding_free does not "
+                          "take image data."},
+    )
     dataset_kwargs: dict | None = field(
         default_factory=lambda: {"skip_prepare_dataset": True},
         metadata={"help": "align's collator tokenizes; TRL's dataset preparation is skipped."},

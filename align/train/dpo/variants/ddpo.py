@@ -1,12 +1,13 @@
 """`ddpo`: RLHF-V's dense DPO. Tokens inside the rows' chosen_spans / rejected_spans (the corrected and the
 hallucinated segments) weigh `ddpo_gamma` in the sequence log-probs of policy and reference, then sigmoid DPO
-(`align.losses.dpo_loss`)."""
+(`align.losses.dpo_loss`); with `ddpo_sft_coef`, minus that coefficient x the policy's weighted chosen log-prob
+(`align.losses.stic_loss`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from align.ranges import POSITIVE
+from align.ranges import NON_NEGATIVE, POSITIVE
 from align.train.dpo.variants.base import Variant
 
 
@@ -22,12 +23,19 @@ class DdpoSettings:
         metadata={"help": "ddpo: divide each weighted log-prob by its summed weights (the paper's 1/N; Muffin's "
                           "dpo_use_average)."},
     )
+    ddpo_sft_coef: float = field(
+        default=0.0,
+        metadata={"help": "ddpo: coefficient of the policy's weighted chosen log-prob subtracted from the loss, an "
+                          "SFT term that keeps the chosen responses likely (Muffin's SFT_weight; default 0, plain "
+                          "DDPO).", "range": NON_NEGATIVE},
+    )
 
 
 class DenseDpo(Variant):
     name = "ddpo"
     help = ("RLHF-V dense DPO: tokens inside chosen_spans / rejected_spans weigh ddpo_gamma in the sequence "
-            "log-probs of policy and reference (ddpo_average: divide by the summed weights).")
+            "log-probs of policy and reference (ddpo_average: divide by the summed weights; ddpo_sft_coef: an SFT "
+            "term on the chosen side).")
     position = 10
     settings = DdpoSettings
 
@@ -50,8 +58,14 @@ class DenseDpo(Variant):
         args = trainer.args
         chosen, rejected, ref_chosen, ref_rejected = pair_logps(trainer, model, inputs, self.token_weights(args, inputs),
                                                                 average=self.average_logps(args))
-        out = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, trainer.beta)
-        return finish_dpo_terms(trainer, self.name, out, chosen, rejected, return_outputs)
+        if not args.ddpo_sft_coef:
+            out = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, trainer.beta)
+            return finish_dpo_terms(trainer, self.name, out, chosen, rejected, return_outputs)
+        from align.losses import stic_loss
+
+        out = stic_loss(chosen, rejected, ref_chosen, ref_rejected, trainer.beta, args.ddpo_sft_coef)
+        return finish_dpo_terms(trainer, self.name, out, chosen, rejected, return_outputs,
+                                **{"loss/ddpo_dpo": out.dpo_losses, "loss/ddpo_sft": out.sft_losses})
 
     def cache_settings(self, args):
         return {"ddpo_gamma": args.ddpo_gamma, "ddpo_average": args.ddpo_average}
