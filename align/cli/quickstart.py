@@ -18,8 +18,11 @@ def quickstart(
     seeds: Annotated[int, typer.Option("--seeds", help="Repeat with this many seeds; report mean and spread.")] = 1,
     seed: Annotated[int, typer.Option("--seed", help="First seed.")] = 0,
     onpolicy: Annotated[bool | None, typer.Option(
-        "--onpolicy/--no-onpolicy", help="Also train on the SFT model's own samples ranked by a claim checker "
-        "(RLAIF-V style), against SFT on the best samples (default: on, off with --fast).")] = None,
+        "--onpolicy/--no-onpolicy", help="Also run on-policy rounds (align iterate): the model's own responses "
+        "against the world's exact corrections of them (OPA-DPO style), beside SFT on the corrections (default: "
+        "on).")] = None,
+    rounds: Annotated[int | None, typer.Option("--rounds", help="On-policy rounds (default: 1).")]
+    = None,
     methods: Annotated[str | None, typer.Option(
         "--methods", help=f"Comma-separated preference methods: {', '.join(METHODS)} (default: "
         f"{','.join(QuickstartConfig.methods)}).")] = None,
@@ -36,7 +39,11 @@ def quickstart(
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
     if threads < 0:
         raise ConfigError(f"--threads must be >= 0, got {threads}")
+    if rounds is not None and rounds < 1:
+        raise ConfigError(f"--rounds must be >= 1, got {rounds}")
     extra: dict = {"threads": threads} if onpolicy is None else {"onpolicy": onpolicy, "threads": threads}
+    if rounds is not None:
+        extra["rounds"] = rounds
     if methods is not None:
         extra["methods"] = tuple(m.strip() for m in methods.split(",") if m.strip())
     cfg = (QuickstartConfig.fast_settings if fast else QuickstartConfig)(out=str(out), seeds=seeds, seed=seed,
