@@ -85,7 +85,7 @@ class QuickstartConfig:
     round_samples: int = 2  # responses sampled per prompt; each one the corrector changes makes a pair
     round_temperature: float = 0.7
     round_method: str = "dpo+sft"  # the chosen-NLL term keeps captions long (ddpo alone: recall 0.88 -> 0.39)
-    round_epochs: int = 3  # 2 left more partner hallucination after a round (0.21 against 0.09, seed 0)
+    round_epochs: int = 3  # 2 epochs on 600 prompts left more partner hallucination (0.21 against 0.09, seed 0)
     max_new_tokens: int = 160  # the longest exact caption is ~120 tokens; 80 cut 45% of them short
     threads: int = 0  # 0: the cores other processes leave free, measured at the start of each step (align.cpu)
 
@@ -186,11 +186,11 @@ def run_one_seed(cfg: QuickstartConfig, out: Path, console, board: ProgressBoard
     return results
 
 
-# Seconds per unit of work of each step, measured for the default run alone on a 2-core CPU (README: world 6 s
-# for 4000 images, SFT 345 s for 700 x 32 rows, mdpo 96 s for 3 epochs of 600 pairs, sampling 46 s for 1600
-# captions, six evaluations 50 s). They only weigh the steps against each other: the overall bar's time left
-# comes from the pace of this run.
-SECONDS_PER = {"image": 0.0015, "sft_row": 0.0154, "pair": 0.053, "sample": 0.029, "eval": 8.3}
+# Seconds per unit of work of each step, measured for the default run alone on a 2-core CPU (README: world 3 s
+# for 4000 images, SFT 180 s for 700 x 32 rows, mdpo 94 s for 3 epochs of 600 pairs, the round's sampling 35 s for
+# 800 prompts x 2 and its dpo+sft 71 s for 3 epochs of 774 pairs, five evaluations 42 s). They only weigh the steps
+# against each other: the overall bar's time left comes from the pace of this run.
+SECONDS_PER = {"image": 0.0009, "sft_row": 0.0085, "pair": 0.051, "round_pair": 0.030, "sample": 0.044, "eval": 8.4}
 
 
 def estimated_seconds(cfg: QuickstartConfig) -> dict[str, float]:
@@ -206,7 +206,8 @@ def estimated_seconds(cfg: QuickstartConfig) -> dict[str, float]:
         # A round: sampling (about half the prompts are captions; short answers cost little), then DPO on about one
         # pair per prompt (a guess, refined by the pace of the run); the control trains as many SFT rows.
         rows = math.ceil(cfg.round_prompts / cfg.dpo_batch) * cfg.round_epochs * cfg.dpo_batch
-        cost["round"] = 0.5 * cfg.round_prompts * cfg.round_samples * SECONDS_PER["sample"] + rows * SECONDS_PER["pair"]
+        cost["round"] = (0.5 * cfg.round_prompts * cfg.round_samples * SECONDS_PER["sample"]
+                         + rows * SECONDS_PER["round_pair"])
         cost["round control"] = cfg.rounds * rows * SECONDS_PER["sft_row"]
         cost["rounds"] = cost["round"] * (cfg.rounds - 1)  # the round steps beyond the first, for the total
         n_models += cfg.rounds + 1
@@ -303,7 +304,7 @@ def _sft(model: Path, data: Path, out: Path, steps: int, batch: int, lr: float, 
 
     if (out / "run.json").is_file() and json.loads((out / "run.json").read_text()).get("complete"):
         return out
-    # flat_batches: each batch's rows packed without padding (the same batches and losses, 1.7x faster here).
+    # flat_batches: each batch's rows packed without padding (the same batches and losses, 1.95x faster here).
     config = AlignSFTConfig(model=str(model), data=str(data), output_dir=str(out), max_steps=steps,
                             per_device_train_batch_size=batch, learning_rate=lr, lr_scheduler_type="cosine",
                             warmup_steps=warmup, flat_batches=True,
