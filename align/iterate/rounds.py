@@ -174,14 +174,15 @@ def _run_round(cfg: IterateConfig, k: int, policy: str, prompts: list[dict], dat
         with step("sft"):
             sft_data = folder / "sft_data"
             if read_dataset_json(sft_data) is None:
-                chosen_sft_dataset([pairs], sft_data)
+                chosen_sft_dataset([pairs], sft_data, image_root=data_root)
             values = cfg.sft_values( policy, str(sft_data), str(folder / "sft"))
             start = loadable(run_sft(build_dataclass(AlignSFTConfig, values, source="sft_first"), resume=True,
                                      progress=show))
         if cfg.reference == "previous":
             reference = start
     with step("dpo"):
-        values = cfg.dpo_values( start, str(pairs), str(folder / "model"), None if reference == start else reference)
+        values = cfg.dpo_values(start, str(pairs), str(folder / "model"), None if reference == start else reference,
+                                image_root=data_root)
         trained = run_dpo(build_dataclass(AlignDPOConfig, values, source="dpo"), resume=True, progress=show)
     new_policy = loadable(Path(trained))
     metrics: dict[str, dict[str, Any]] = {}
@@ -196,17 +197,18 @@ def _run_round(cfg: IterateConfig, k: int, policy: str, prompts: list[dict], dat
     return record
 
 
-def chosen_sft_dataset(pairs_folders: Sequence[Path], out: Path) -> Path:
+def chosen_sft_dataset(pairs_folders: Sequence[Path], out: Path, image_root: str | None = None) -> Path:
     """The chosen side of every pair in `pairs_folders` as SFT conversations, one dataset folder with the images
-    embedded (ids prefixed by the round folder when there are several)."""
+    embedded (ids prefixed by the round folder when there are several; image paths, where the pairs kept them,
+    resolve under `image_root`)."""
     from align.data.io import read_records, write_records
 
     rows = []
     for folder in pairs_folders:
         prefix = f"{Path(folder).parent.name}-" if len(pairs_folders) > 1 else ""
         rows += [{"id": prefix + str(r["id"]), "images": r.get("images") or [],
-                  "messages": [*r["prompt"], *r["chosen"]]} for r in read_records(folder)]
-    return write_records(out, rows, kind="sft", images="embed", check_images=False)
+                  "messages": [*r["prompt"], *r["chosen"]]} for r in read_records(folder, image_root=image_root)]
+    return write_records(out, rows, kind="sft", images="embed", image_root=image_root, check_images=False)
 
 
 def _evaluate(entry: dict[str, Any], model: str, folder: Path, show: bool) -> dict[str, Any]:

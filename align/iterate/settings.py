@@ -73,13 +73,14 @@ class IterateConfig:
             raise ConfigError(problems)
         self.check_sections()
 
-    def dpo_values(self, model: str, data: str, output_dir: str, ref_model: str | None) -> dict[str, Any]:
-        """The `align dpo` settings of one round."""
+    def dpo_values(self, model: str, data: str, output_dir: str, ref_model: str | None,
+                   image_root: str | None = None) -> dict[str, Any]:
+        """The `align dpo` settings of one round (`image_root`: where pairs kept as paths resolve)."""
         return {"seed": self.seed, **self.dpo, "model": model, "data": data, "output_dir": output_dir,
-                "ref_model": ref_model}
+                "ref_model": ref_model, "image_root": image_root}
 
     def sft_values(self, model: str, data: str, output_dir: str) -> dict[str, Any]:
-        """The `align sft` settings of one round's alignment step."""
+        """The `align sft` settings of one round's alignment step (its data holds the images)."""
         return {"seed": self.seed, **(self.sft_first or {}), "model": model, "data": data, "output_dir": output_dir}
 
     def check_sections(self) -> None:

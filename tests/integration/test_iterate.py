@@ -137,6 +137,17 @@ def test_an_alignment_step_first_then_each_rounds_eval(shapes_world, tiny_checkp
     assert set(record["seconds"]) == {"sample", "pairs", "sft", "dpo", "eval"}
 
 
+def test_pairs_kept_as_image_paths_train_too(shapes_world, tiny_checkpoint, run_cli, tmp_path, parts_on_path):
+    """`pairs.images: keep` leaves the world's relative paths in the pairs: DPO and the SFT step resolve them."""
+    recipe = _recipe(tmp_path / "it.yaml", shapes_world, tiny_checkpoint("llava"), rounds=1,
+                     pairs={"images": "keep"},
+                     sft_first={"max_steps": 1, "per_device_train_batch_size": 2, "save_strategy": "no",
+                                "report_to": "none", "bf16": False, "gradient_checkpointing": False})
+    result = run_cli("iterate", "--config", recipe, "--output-dir", tmp_path / "run")
+    assert result.code == 0, result
+    assert all(isinstance(p["images"][0], str) for p in _records(tmp_path / "run" / "round_1" / "pairs"))
+
+
 @pytest.mark.parametrize(("override", "message"), [
     ("pairs.method=halva", "pairs.method must name an on-policy builder (rlaifv, hound, correct)"),
     ("pairs.model=x", "pairs: model are set by align iterate"),
