@@ -209,10 +209,10 @@ def estimated_seconds(cfg: QuickstartConfig) -> dict[str, float]:
         cost["round"] = (0.5 * cfg.round_prompts * cfg.round_samples * SECONDS_PER["sample"]
                          + rows * SECONDS_PER["round_pair"])
         cost["round control"] = cfg.rounds * rows * SECONDS_PER["sft_row"]
-        cost["rounds"] = cost["round"] * (cfg.rounds - 1)  # the round steps beyond the first, for the total
         n_models += cfg.rounds + 1
     cost["eval"] = SECONDS_PER["eval"] * (cfg.n_images * cfg.eval_fraction / 200)  # per model
-    cost["total"] = sum(cost.values()) + cost["eval"] * (n_models - 1)
+    rounds_after_first = cost.get("round", 0.0) * (cfg.rounds - 1)  # "round" is one round's cost
+    cost["total"] = sum(cost.values()) + cost["eval"] * (n_models - 1) + rounds_after_first
     return cost
 
 
