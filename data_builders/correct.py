@@ -21,7 +21,7 @@ from align.data.diff import changed_spans
 from align.errors import ConfigError
 from data_builders.base import DESCRIBE, Builder, Built, Source, own_responses, record_prompt
 from data_builders.build_settings import BuildConfig
-from data_builders.judges import is_callable_spec, judge_each, load_callable
+from data_builders.judges import judge_callable, judge_each
 
 CORRECTOR_FAILED = "corrector failed (response dropped)"
 REVISION_EMPTY = "revision empty (every statement wrong)"
@@ -64,10 +64,7 @@ class CorrectBuilder(Builder):
 
     def __init__(self, config: CorrectConfig):
         super().__init__(config)
-        if not config.corrector:
-            raise ConfigError("correct revises responses with a corrector: pass corrector=MODEL (a local VLM) or "
-                              "corrector=pkg.mod:func")
-        self.correct_fn = load_callable(config.corrector, "corrector") if is_callable_spec(config.corrector) else None
+        self.correct_fn = judge_callable(config.corrector, "corrector", "correct revises responses", "a local VLM")
 
     def prepare(self, records, input_info=None) -> None:
         if not self.config.model and not all(own_responses(r) for r in records):

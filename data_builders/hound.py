@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from align.errors import ConfigError
 from data_builders.base import Builder, Built, record_prompt
 from data_builders.build_settings import BuildConfig
-from data_builders.judges import JudgeFailed, choose, is_callable_spec, judge_each, load_callable
+from data_builders.judges import JudgeFailed, choose, judge_callable, judge_each
 
 SCORES = ("1", "2", "3", "4", "5")
 JUDGE_FAILED = "judge failed (response dropped)"
@@ -50,10 +50,7 @@ class HoundBuilder(Builder):
 
     def __init__(self, config: HoundConfig):
         super().__init__(config)
-        if not config.judge:
-            raise ConfigError("hound scores responses with a judge: pass judge=MODEL (a local chat LM) or "
-                              "judge=pkg.mod:func")
-        self.judge_fn = load_callable(config.judge, "judge") if is_callable_spec(config.judge) else None
+        self.judge_fn = judge_callable(config.judge, "judge", "hound scores responses", "a local chat LM")
 
     def prepare(self, records, input_info=None) -> None:
         self.require_model_or_responses(records)

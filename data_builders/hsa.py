@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from align.errors import ConfigError
 from data_builders.base import DESCRIBE, Builder, Built, Source, record_prompt
 from data_builders.build_settings import BuildConfig
-from data_builders.judges import JudgeFailed, choose, is_callable_spec, judge_each, load_callable
+from data_builders.judges import JudgeFailed, choose, judge_callable, judge_each
 
 AGGREGATES = ("max", "mean", "sum")
 JUDGE_PROMPT = ("Question: {question}\nSentence from an answer about the image: \"{sentence}\"\nHow severe is the "
@@ -75,9 +75,7 @@ class HsaBuilder(Builder):
 
     def __init__(self, config: HsaConfig):
         super().__init__(config)
-        if not config.judge:
-            raise ConfigError("hsa rates severity with a judge: pass judge=MODEL (a local VLM) or judge=pkg.mod:func")
-        self.judge_fn = load_callable(config.judge, "judge") if is_callable_spec(config.judge) else None
+        self.judge_fn = judge_callable(config.judge, "judge", "hsa rates severity", "a local VLM")
 
     def _value(self, answer) -> float:
         levels = self.config.severity_levels

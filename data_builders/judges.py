@@ -33,6 +33,14 @@ def load_callable(spec: str, what: str) -> Callable:
     return fn
 
 
+def judge_callable(spec: str | None, setting: str, doing: str, model_kind: str) -> Callable | None:
+    """A builder's required judge setting (`setting=MODEL` or `setting=pkg.mod:func`): the callable it names, or
+    None for a model; missing, a ConfigError saying what the judge is for (`doing`, e.g. "hsa rates severity")."""
+    if not spec:
+        raise ConfigError(f"{doing} with a {setting}: pass {setting}=MODEL ({model_kind}) or {setting}=pkg.mod:func")
+    return load_callable(spec, setting) if is_callable_spec(spec) else None
+
+
 def judge_each(fn: Callable, calls: Sequence[tuple], read: Callable[[Any], Any]) -> list[Any]:
     """`read(fn(*args))` for each args tuple; None where `fn` raises or `read` refuses its answer (the caller
     counts these)."""

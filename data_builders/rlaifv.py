@@ -29,7 +29,7 @@ from align.data.claims import ANSWER_SUFFIX, split_claims, yes_no_question
 from align.errors import ConfigError
 from data_builders.base import DESCRIBE, Builder, Built, Source, record_prompt
 from data_builders.build_settings import BuildConfig
-from data_builders.judges import is_callable_spec, judge_each, load_callable
+from data_builders.judges import is_callable_spec, judge_callable, judge_each, load_callable
 
 RULES = "rules"
 LABELER_FAILED = "labeler failed (response dropped)"
@@ -74,12 +74,9 @@ class RlaifvBuilder(Builder):
 
     def __init__(self, config: RlaifvConfig):
         super().__init__(config)
-        if not config.labeler:
-            raise ConfigError("rlaifv judges claims with a labeler: pass labeler=MODEL (a local VLM) or "
-                              "labeler=pkg.mod:func")
         self.split = self._splitter(config.splitter)
         self.ask = self._questioner(config.questioner)
-        self.label_fn = load_callable(config.labeler, "labeler") if is_callable_spec(config.labeler) else None
+        self.label_fn = judge_callable(config.labeler, "labeler", "rlaifv judges claims", "a local VLM")
 
     def prepare(self, records, input_info=None) -> None:
         self.require_model_or_responses(records)
