@@ -44,7 +44,7 @@ def _tokens(work: Path, batch: int, steps: int) -> dict[str, tuple[float, float]
     """Per layout: (tokens computed per step, real tokens per step), over the first `steps` random batches."""
     import torch
 
-    from align.data.collate import pack_rows
+    from align.models.layout import pack_rows
     from align.models.load import load_model_and_processor
     from align.train.sft.data import load_sft_data
 

@@ -162,22 +162,6 @@ def labels_from_spans(batch, spans: Sequence[Spans]):
 IMAGE_KEYS = ("pixel_values", "image_sizes")
 
 
-def pack_rows(lengths: Sequence[int]) -> list[list[int]]:
-    """Row indices per pack: first-fit, longest row first, into packs as wide as the longest row."""
-    width = max(lengths)
-    packs: list[list[int]] = []
-    room: list[int] = []
-    for row in sorted(range(len(lengths)), key=lambda r: -lengths[r]):
-        k = next((k for k, free in enumerate(room) if free >= lengths[row]), None)
-        if k is None:
-            packs.append([])
-            room.append(width)
-            k = len(packs) - 1
-        packs[k].append(row)
-        room[k] -= lengths[row]
-    return packs
-
-
 def flatten_rows(batch: dict, images_per_row: Sequence[int], pad_token_id: int = 0) -> dict:
     """A left-padded batch ([B, T] tensors) as packs of its real tokens ([P, W], P <= B): rows placed first-fit,
     longest first, into packs as wide as the longest row, position ids restarting at every row (and at a pack's
@@ -187,6 +171,8 @@ def flatten_rows(batch: dict, images_per_row: Sequence[int], pad_token_id: int =
     alike, and the image tensors (`IMAGE_KEYS`, `images_per_row` entries per row) are reordered with the rows, so
     image features still fill the image tokens in order."""
     import torch
+
+    from align.models.layout import pack_rows
 
     mask = batch["attention_mask"].bool()  # [B, T], left padding
     lengths = mask.sum(dim=1).tolist()

@@ -63,6 +63,19 @@ class Family:
     # features fill the image tokens in order: `flat_batches` trains without padding. Checked per family by
     # tests/integration/test_flat_batches.py; M-RoPE families (Qwen2-VL) compute positions from the mask.
     flat_batches: bool = False
+    # The module that encodes images from pixels alone (no trainable connector inside unless it is frozen too):
+    # `shared_image_encoding` lets one call's output serve every model call of a step that passes the same
+    # pixels (align.models.layout_forward). None: not shared.
+    vision_encoder: str | None = None
+    # `vision_encoder` names a list of layers, each run on the previous one's output and nothing reading their
+    # intermediate outputs (Qwen2-VL's blocks, before its trainable merger): memoised as one chain.
+    vision_layers_only: bool = False
+    # Its decoder takes a 4-D attention mask and explicit position ids, and its image features fill the image
+    # tokens in order: preference batches can run in a shared layout (`prefix_sharing`, `padding_free`; checked
+    # per family by tests/integration/test_shared_layouts.py).
+    shared_layouts: bool = False
+    # Multimodal rotary positions (Qwen2-VL's M-RoPE, [3, B, T]) computed by the model's `get_rope_index`.
+    mrope: bool = False
 
     def auto_class(self):
         import transformers
@@ -128,12 +141,15 @@ _NO_ADAPTER_BLIP = ("its language model (OPT or Flan-T5) is not a decoder PEFT's
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in [
-        Family("llava", ("llava",), _LLAVA_PARTS, groups=_LLAVA_GROUPS, flat_batches=True),
-        Family("llava_next", ("llava_next",), _LLAVA_PARTS, groups=_LLAVA_NEXT_GROUPS, flat_batches=True),
+        Family("llava", ("llava",), _LLAVA_PARTS, groups=_LLAVA_GROUPS, flat_batches=True,
+               vision_encoder="model.vision_tower", shared_layouts=True),
+        Family("llava_next", ("llava_next",), _LLAVA_PARTS, groups=_LLAVA_NEXT_GROUPS, flat_batches=True,
+               vision_encoder="model.vision_tower", shared_layouts=True),
         Family("llava_next_video", ("llava_next_video",), _LLAVA_PARTS, supports_video=True,
                groups=_LLAVA_NEXT_GROUPS),
         Family("qwen2_vl", ("qwen2_vl",), _QWEN_PARTS, supports_video=True, groups=_QWEN_GROUPS,
-               not_applicable={"adapter": _NO_ADAPTER_QWEN}),
+               not_applicable={"adapter": _NO_ADAPTER_QWEN}, vision_encoder="model.visual.blocks",
+               vision_layers_only=True, shared_layouts=True, mrope=True),
         Family("qwen2_5_vl", ("qwen2_5_vl",), _QWEN_PARTS, supports_video=True, groups=_QWEN_GROUPS,
                not_applicable={"adapter": _NO_ADAPTER_QWEN}),
         Family(

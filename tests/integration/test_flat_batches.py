@@ -26,7 +26,8 @@ def _token_logps(model, batch):
 
 @pytest.mark.parametrize("family", FLAT)
 def test_flat_rows_give_the_padded_batch_log_probs_and_gradients(family, tiny_checkpoint, shapes_world):
-    from align.data.collate import ConversationCollator, ConversationEncoder, pack_rows
+    from align.data.collate import ConversationCollator, ConversationEncoder
+    from align.models.layout import pack_rows
     from align.models.load import load_model_and_processor
     from align.train.sft.data import load_sft_data
 

@@ -275,6 +275,38 @@ def _flush_left(batch: dict, width_key: str = "input_ids") -> dict:
     return batch
 
 
+@dataclass(frozen=True)
+class Layouts:
+    """The shared layouts a run's batches use (`align.train.dpo.layouts.resolve_layouts` decides them):
+    `prefix_sharing` lays each pair out as one sequence behind its shared prefix (`pairs`: the row groups that
+    share prompt and images, chosen group first), `padding_free` packs the sequences into rows without padding,
+    `share_vision` encodes each image once per step for every model call (`align.models.layout`)."""
+
+    prefix_sharing: bool = False
+    padding_free: bool = False
+    share_vision: bool = False
+    pairs: tuple[int, int] | None = (0, 1)
+
+    @property
+    def any(self) -> bool:
+        return self.prefix_sharing or self.padding_free or self.share_vision
+
+    def build(self, batch: dict, images_per_row: list[int], pairs_in_batch: int, videos: bool = False):
+        """The `SharedLayout` of a flushed-left `batch` of row groups of `pairs_in_batch` rows each."""
+        from align.models.layout import SharedLayout, build_shared_layout
+
+        if not (self.prefix_sharing or self.padding_free) or videos:  # video frames are not reordered (yet)
+            return SharedLayout(images_per_row=images_per_row, share_vision=self.share_vision)
+        pairs = []
+        if self.prefix_sharing and self.pairs is not None:
+            first, second = self.pairs
+            pairs = [(first * pairs_in_batch + i, second * pairs_in_batch + i) for i in range(pairs_in_batch)]
+        layout = build_shared_layout(batch["input_ids"], batch["attention_mask"], batch["completion_mask"], pairs,
+                                     self.padding_free, images_per_row)
+        layout.share_vision = self.share_vision
+        return layout
+
+
 # What the collator adds beside the model inputs; cached reference values are the features named `ref_*`, per-row
 # scores the ones named `*_score` (float32 [B] each).
 BATCH_EXTRAS = frozenset({"completion_mask", "token_weights", "phrase_ids", "noisy_inputs", "kl_inputs"})
@@ -308,10 +340,11 @@ class PreferenceCollator:
 
     def __init__(self, encoder: ConversationEncoder, data: PreferenceData, gamma: float | None = None,
                  scores: Sequence[str] = (), corruption_seed: int | None = None, phrase_ids: bool = False,
-                 noise: Corruption | None = None, noise_seed: int = 0, kl=None):
+                 noise: Corruption | None = None, noise_seed: int = 0, kl=None, layouts: Layouts | None = None):
         self.encoder, self.data, self.gamma, self.scores = encoder, data, gamma, tuple(scores)
         self.corruption_seed = corruption_seed
         self.phrase_ids, self.noise, self.noise_seed, self.kl = phrase_ids, noise, noise_seed, kl
+        self.layouts = layouts or Layouts()
 
     def __call__(self, features: list[dict]) -> dict:
         import torch
@@ -348,6 +381,9 @@ class PreferenceCollator:
                         ids[i, offset + p] = k
             batch["phrase_ids"] = ids
         batch = _flush_left(batch)
+        if self.layouts.any:
+            batch["layout"] = self.layouts.build(batch, [len(e.images) for e in examples], len(rows),
+                                                 videos=any(e.videos for e in examples))
         for name in self.scores:  # [B], added after the flush (it only moves [2B, T] tensors)
             batch[name] = torch.tensor([float(self.data.records[r][name]) for r in rows], dtype=torch.float32)
         for name in features[0]:

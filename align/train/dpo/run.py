@@ -17,6 +17,7 @@ def run_dpo(config: AlignDPOConfig, resume: bool = False, progress: bool = True)
 
     from align.data.collate import ConversationEncoder
     from align.train.dpo.data import PreferenceCollator, load_preference_data
+    from align.train.dpo.layouts import resolve_layouts
     from align.train.dpo.trainer import AlignDPOTrainer
     from align.train.dpo.variants import get_variant
     from align.train.run_config import apply_policy_and_report
@@ -32,12 +33,13 @@ def run_dpo(config: AlignDPOConfig, resume: bool = False, progress: bool = True)
     # Rows are checked (contract, spans, scores, lengths) before anything trains or is written.
     data = load_preference_data(cfg.data, processor, family, cfg.image_root, cfg.max_length, cfg.too_long,
                                 **variant.data_options(cfg))
-    collator = PreferenceCollator(ConversationEncoder(processor, family), data,
-                                  **variant.collator_options(cfg, processor, family))
     title = f"dpo --variant {cfg.variant}: {family}, train={policy}, {len(data)} pairs"
     if data.dropped:
         title += f" ({data.dropped} too long, dropped)"
     model = apply_policy_and_report(model, family, cfg, policy, title, show=run.show)
+    layouts, layout_record = resolve_layouts(cfg, family, variant, model)
+    collator = PreferenceCollator(ConversationEncoder(processor, family), data,
+                                  **variant.collator_options(cfg, processor, family), layouts=layouts)
 
     ref_model = None
     # (TRL would load one itself for full fine-tuning; a variant that never reads it loads it without using it.)
@@ -69,7 +71,8 @@ def run_dpo(config: AlignDPOConfig, resume: bool = False, progress: bool = True)
     return run.finish(trainer, {
         "variant": cfg.variant, "family": family, "policy": policy,
         "base_model": cfg.model, "reference": _reference_name(cfg, model, ref_model),
-        "reference_cache": trainer.ref_cache_status, "rows": len(data), "dropped_rows": data.dropped,
+        "reference_cache": trainer.ref_cache_status, "layouts": layout_record, "rows": len(data),
+        "dropped_rows": data.dropped,
         "kl_samples": len(collator.kl) if collator.kl is not None else None,
         "resumed_from": checkpoint, "train_loss": result.training_loss, "global_step": result.global_step,
         "metrics": result.metrics, "log_history": trainer.state.log_history,

@@ -10,8 +10,11 @@ from dataclasses import dataclass, field
 from trl import DPOConfig
 
 from align.errors import ConfigError
+from align.models.families import FAMILIES
 from align.train.dpo.variants import VARIANTS, variant_settings
 from align.train.run_config import RunFields
+
+_SHARED_FAMILIES = ", ".join(f.name for f in FAMILIES.values() if f.shared_layouts)
 
 # TRL's loss types (the list its DPOTrainer checks at the first step; a seam test compares the two).
 TRL_LOSS_TYPES: tuple[str, ...] = (
@@ -32,6 +35,23 @@ class AlignDPOConfig(RunFields, *variant_settings(), DPOConfig):
         default=None,
         metadata={"help": "Reference checkpoint; default: the policy's starting weights (adapter-disabled policy "
                           "when training LoRA, a separate frozen copy otherwise)."},
+    )
+    shared_image_encoding: bool | None = field(
+        default=None,
+        metadata={"help": "Encode each image once per step for every model call (policy and reference; mdpo's "
+                          "corrupted image too); default: on when nothing in the vision encoder trains and the "
+                          "reference starts from the policy's weights."},
+    )
+    prefix_sharing: bool | None = field(
+        default=None,
+        metadata={"help": "Lay each pair out as one sequence [shared prompt and image, chosen, rejected], the two "
+                          "responses masked from each other: the prefix and image are computed once per pair; "
+                          f"default: on for the families that support it ({_SHARED_FAMILIES})."},
+    )
+    padding_free: bool | None = field(  # replaces TRL's own field (which its DPOTrainer switches off)
+        default=None,
+        metadata={"help": "Pack a batch's sequences into rows without padding (attention kept within each "
+                          f"sequence); default: on for the families that support it ({_SHARED_FAMILIES})."},
     )
     ref_cache_dir: str | None = field(
         default=None,

@@ -2,7 +2,9 @@
 
 Overrides (each recorded in tests/unit/test_trl_seam.py):
 - `__init__`: the logits-based LM head for families where TRL's fused one does not fit; the reference of a LoRA
-  run is the adapter-disabled policy (TRL would add a copy of the adapter named "ref").
+  run is the adapter-disabled policy (TRL would add a copy of the adapter named "ref"); every model call takes a
+  batch's shared layout (`layout=`, `align.models.layout_forward`); TRL sees `padding_free=False` (align's
+  setting of that name is the collator's).
 - `_prepare_dataset`: identity; align's collator tokenizes (the dataset holds only row indices).
 - `_compute_loss`: the variant's `compute_loss` (TRL's own `_compute_loss` for `dpo`).
 - `_precompute_ref_logps` (with `precompute_ref_log_probs`): the variant's `reference_values`, cached in a file
@@ -36,10 +38,17 @@ class AlignDPOTrainer(FiniteGuardMixin, CheckpointResumeMixin, LengthGroupsMixin
     def __init__(self, *args, family: str, ref_cache=None, show_progress: bool = True, **kwargs):
         # Read by `_precompute_ref_logps`, which TRL's __init__ calls.
         self.family, self.ref_cache, self.ref_cache_status = family, ref_cache, None
-        self.variant = get_variant((kwargs["args"] if "args" in kwargs else args[2]).variant)
+        config = kwargs["args"] if "args" in kwargs else args[2]
+        self.variant = get_variant(config.variant)
         self.show_progress = show_progress
         self._align_ready = False
-        super().__init__(*args, **kwargs)
+        # align's `padding_free` (shared layouts, built by the collator) replaces TRL's field of that name, which
+        # TRL's DPOTrainer would only warn about and switch off.
+        padding_free, config.padding_free = config.padding_free, False
+        try:
+            super().__init__(*args, **kwargs)
+        finally:
+            config.padding_free = padding_free
         self._align_setup()
         if self.args.precompute_ref_log_probs and self.ref_model is not None:
             self.ref_model = None  # its values are cached; training does not need it in memory
@@ -53,6 +62,7 @@ class AlignDPOTrainer(FiniteGuardMixin, CheckpointResumeMixin, LengthGroupsMixin
         from peft import PeftModel
 
         from align.models.families import get_family
+        from align.models.layout_forward import add_layout_forward, share_vision_encoder
         from align.models.lm_head import add_logits_log_probs_head
 
         peft = isinstance(self.model, PeftModel)
@@ -63,6 +73,11 @@ class AlignDPOTrainer(FiniteGuardMixin, CheckpointResumeMixin, LengthGroupsMixin
             add_logits_log_probs_head(base, outputs=outputs)
             if self.ref_model is not None:
                 add_logits_log_probs_head(self.accelerator.unwrap_model(self.ref_model), outputs=("log_probs",))
+        # `layout=` runs a call in the batch's shared layout (align.models.layout_forward); without it, as before.
+        models = [base] + ([self.accelerator.unwrap_model(self.ref_model)] if self.ref_model is not None else [])
+        for target in models:
+            add_layout_forward(target, self.family)
+            share_vision_encoder(target, self.family)
         if peft and "forward" in vars(self.model.base_model):
             # PEFT's adaption-prompt wrapper copied the forward before the LM head was patched (see AlignSFTTrainer).
             self.model.base_model.forward = base.forward

@@ -3,7 +3,8 @@
 A variant declares
 - its settings: a dataclass of fields (`settings`), mixed into `AlignDPOConfig`, each with its help and range;
 - its config checks (`config_problems`; `sigmoid_only` variants refuse TRL's other loss options);
-- what its rows must carry and what the collator adds to a batch (`data_options`, `collator_options`);
+- what its rows must carry and what the collator adds to a batch (`data_options`, `collator_options`), and which
+  row groups share prompt and images (`shared_pairs`, for prefix sharing);
 - its loss (`compute_loss`, with the trainer's forward helpers and `align.train.dpo.logps`);
 - the reference values it reads, whether they can be cached, and the settings that key the cache
   (`reference_values`, `cacheable`, `cache_settings`).
@@ -31,6 +32,9 @@ class Variant:
     sigmoid_only: ClassVar[bool] = True  # only TRL's plain sigmoid loss (and none of its loss options) applies
     cacheable: ClassVar[bool] = True  # precompute_ref_log_probs can stand in for the reference model
     row_groups: ClassVar[int] = 2  # row groups per batch: [chosen, rejected] (+ chosen under m' for mdpo)
+    # The two row groups whose rows share prompt and images (prefix_sharing lays each such pair out as one
+    # sequence behind the shared prefix); None: no two do.
+    shared_pairs: ClassVar[tuple[int, int] | None] = (0, 1)
 
     # ---- settings ----
 
