@@ -19,6 +19,11 @@ def tiny(
     seed: Annotated[int, typer.Option("--seed", help="Random seed for weights and tokenizer.")] = 0,
     size: Annotated[str | None, typer.Option(
         "--size", help="llava only: tiny (default, 0.24M parameters), small (0.89M) or base (20.5M).")] = None,
+    image_size: Annotated[int | None, typer.Option(
+        "--image-size", help="llava only: image side in pixels (default: the size's; e.g. 224 with --patch-size 14 "
+                             "gives LLaVA's 256 image tokens).")] = None,
+    patch_size: Annotated[int | None, typer.Option(
+        "--patch-size", help="llava only: vision patch side in pixels (default: the size's).")] = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Build a tiny random checkpoint of FAMILY offline: config, safetensors, tokenizer, processor, chat template."""
@@ -27,7 +32,7 @@ def tiny(
     from align.models.tiny import build_tiny_atomic
 
     check_output_target(out, overwrite)
-    path = build_tiny_atomic(family, out, seed=seed, size=size)
+    path = build_tiny_atomic(family, out, seed=seed, size=size, image_size=image_size, patch_size=patch_size)
     print_model_summary(path, title=f"tiny {family} -> {path}")
 
 

@@ -219,17 +219,36 @@ def _packed_call(model, inner, fam, layout: SharedLayout, kwargs: dict):
 
 
 def _mask(model, layout: SharedLayout):
-    """The layout's 4-D attention mask [R, 1, W, W] in the form the model's attention takes."""
-    allowed = attention_allowed(layout.sequence_ids, layout.branch_ids)[:, None]  # [R, 1, W, W]
+    """The layout's 4-D attention mask [R, 1, W, W] in the form the model's attention takes: dense (sdpa: bool,
+    eager: additive) or FlexAttention's block mask."""
     implementation = model.config.get_text_config()._attn_implementation
+    if implementation == "flex_attention":
+        return _block_mask(layout)
+    allowed = attention_allowed(layout.sequence_ids, layout.branch_ids)[:, None]  # [R, 1, W, W]
     if implementation == "sdpa":
         return allowed
     if implementation == "eager":
         dtype = model.get_input_embeddings().weight.dtype
         return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
             ~allowed, torch.finfo(dtype).min)
-    raise ValueError(f"shared layouts need sdpa or eager attention, not {implementation}; set prefix_sharing=false "
-                     "and padding_free=false")
+    raise ValueError(f"shared layouts need sdpa, eager or flex_attention attention, not {implementation}; set "
+                     "prefix_sharing=false and padding_free=false")
+
+
+def _block_mask(layout: SharedLayout):
+    """FlexAttention's block-sparse form of `attention_allowed`: blocks no query of which sees any key are
+    skipped, so packed rows cost what their sequences do (torch runs its backward on CUDA only)."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    seq, branch = layout.sequence_ids, layout.branch_ids  # [R, W]
+
+    def mask_mod(b, h, q, kv):
+        visible = (seq[b, q] == seq[b, kv]) & (seq[b, kv] >= 0) & (kv <= q) & \
+            ((branch[b, kv] == branch[b, q]) | (branch[b, kv] == 0))
+        return visible | ((seq[b, q] < 0) & (q == kv))
+
+    rows, width = seq.shape
+    return create_block_mask(mask_mod, B=rows, H=None, Q_LEN=width, KV_LEN=width, device=seq.device)
 
 
 def select_images(inputs: dict, image_rows: list[int], images_per_row: list[int]) -> dict:

@@ -1,4 +1,5 @@
-"""`align dpo --variant mdpo` under DeepSpeed ZeRO-3 on a CPU (gloo), 2 ranks under torchrun.
+"""`align dpo --variant mdpo` under DeepSpeed ZeRO-3 on a CPU (gloo), 2 ranks under torchrun, in shared layouts
+(prefix sharing, padding-free rows, one image encoding per step) and without them.
 
 The policy trains projector+llm of a tiny LLaVA on halva pairs (as tests/integration/test_dpo.py makes them), with a
 separate frozen reference that TRL prepares for DeepSpeed itself. The run must finish, write run.json and a
@@ -75,6 +76,15 @@ def test_mdpo_under_zero3_on_two_ranks_trains_only_the_policy(tiny_checkpoint, f
     assert changed == trainable, (sorted(changed - trainable)[:5], sorted(trainable - changed)[:5])
     vision = [k for k in after if ".vision_tower." in f".{k}"]
     assert vision and not set(vision) & changed  # bit-identical frozen tower
+
+    # The run used the shared layouts (their default here); the same run without them has the same losses.
+    assert all(v == {"used": True} for v in run["layouts"].values()), run["layouts"]
+    plain = tmp_path / "plain"
+    align_cli(["dpo", "--variant", "mdpo", "--model", base, "--data", first4, "--output-dir", plain,
+               "--deepspeed", "zero3", "--train", POLICY, *STEP_ARGS, "prefix_sharing=false", "padding_free=false",
+               "shared_image_encoding=false"], nproc=2)
+    unshared = [e["loss"] for e in json.loads((plain / "run.json").read_text())["log_history"] if "loss" in e]
+    assert max(abs(e["loss"] - u) for e, u in zip(steps, unshared, strict=True)) < 1e-5, (steps, unshared)
 
 
 def test_cached_reference_under_zero3_on_two_ranks(tiny_checkpoint, first4, tmp_path):

@@ -80,7 +80,27 @@ def test_llava_sizes_are_wider_models_that_load(run_cli, tmp_path):
     # CLIP's 0.02 where not set; the grid size starts its 10 positions (CLS + 3x3 patches) at std 1
     assert position_std["small"] < 0.03 and 0.5 < position_std["grid"] < 1.5
     bad = run_cli("models", "tiny", "--family", "qwen2_vl", "--size", "small", "--out", tmp_path / "q")
-    assert bad.code == 2 and "--size is available for llava only" in bad.err
+    assert bad.code == 2 and "--size, --image-size and --patch-size are available for llava only" in bad.err
     assert not (tmp_path / "q").exists()
     unknown = run_cli("models", "tiny", "--family", "llava", "--size", "huge", "--out", tmp_path / "h")
     assert unknown.code == 2 and "base" in unknown.err
+
+
+def test_llava_image_grid_options(run_cli, tmp_path, make_image):
+    """--image-size / --patch-size set the vision grid: 42 px in 14 px patches is 9 image tokens per image."""
+    from align.models.load import load_model_and_processor
+
+    out = tmp_path / "grid"
+    assert run_cli("models", "tiny", "--family", "llava", "--image-size", "42", "--patch-size", "14",
+                   "--out", out).code == 0
+    model, processor = load_model_and_processor(out, dtype="float32")[:2]
+    assert model.config.vision_config.image_size == 42 and model.config.vision_config.patch_size == 14
+    from PIL import Image
+
+    image = Image.open(make_image(tmp_path / "red.png", size=(50, 50)))
+    ids = processor(text="<image> hi", images=[image], return_tensors="pt")["input_ids"][0].tolist()
+    assert ids.count(model.config.image_token_index) == 9
+    bad = run_cli("models", "tiny", "--family", "llava", "--image-size", "40", "--patch-size", "14",
+                  "--out", tmp_path / "bad")
+    assert bad.code == 2 and "--image-size 40 is not a whole number of --patch-size 14 px patches" in bad.err
+    assert not (tmp_path / "bad").exists()

@@ -177,3 +177,21 @@ def test_unsupported_family_and_trainable_vision(tiny_checkpoint, pairs, run_cli
     assert result.code == 0, result
     record = json.loads((tmp_path / "c" / "run.json").read_text())["layouts"]
     assert record["prefix_sharing"] == {"used": True} and not record["shared_image_encoding"]["used"]
+
+
+@pytest.mark.parametrize("attention", ["eager", "flex_attention"])
+def test_other_attention_implementations_take_the_layout_mask(attention, tiny_checkpoint, pairs):
+    """eager gets the additive form of the mask, flex_attention a block mask (its backward runs on CUDA only, so
+    on a CPU the forward is compared)."""
+    from align.train.dpo.data import Layouts
+
+    model, processor = _model(tiny_checkpoint, "llava")
+    model.set_attn_implementation(attention)
+    assert model.config.get_text_config()._attn_implementation == attention
+    rows = [0, 3, 1, 2]
+    plain = _batch(processor, "llava", pairs / "all.jsonl", rows, None)
+    shared = _batch(processor, "llava", pairs / "all.jsonl", rows, Layouts(True, True, share_vision=True))
+    with torch.no_grad():
+        want, mask = _per_token(model, plain)
+        got, _ = _per_token(model, shared)
+    assert torch.allclose(want.log_probs[mask], got.log_probs[mask], atol=1e-5)

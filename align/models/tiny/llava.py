@@ -74,9 +74,10 @@ def _vision_config(size: LlavaSize = LLAVA_SIZES["tiny"]):
 def _text_config(tok, size: LlavaSize = LLAVA_SIZES["tiny"]):
     from transformers import LlamaConfig
 
+    image_tokens = (size.image_size // size.patch) ** 2
     return LlamaConfig(vocab_size=len(tok), hidden_size=size.hidden, intermediate_size=size.intermediate,
                        num_hidden_layers=size.layers, num_attention_heads=size.heads, num_key_value_heads=size.heads,
-                       max_position_embeddings=512, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                       max_position_embeddings=max(512, image_tokens + 512), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                        pad_token_id=tok.pad_token_id, tie_word_embeddings=False, initializer_range=size.init_std)
 
 
@@ -85,13 +86,19 @@ def _image_processor(cls, image_size: int = IMAGE_SIZE, **extra):
                do_center_crop=True, **extra)
 
 
-def build_llava(out: Path, seed: int = 0, size: str = "tiny") -> Path:
+def build_llava(out: Path, seed: int = 0, size: str = "tiny", image_size: int | None = None,
+                patch_size: int | None = None) -> Path:
+    """`size` from LLAVA_SIZES; `image_size` / `patch_size` replace its image grid (e.g. 224 px in 14 px patches,
+    256 image tokens as LLaVA's CLIP at 224 px)."""
+    import dataclasses
+
     import torch
     from transformers import CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
     from align.errors import lookup
 
     dims = lookup(LLAVA_SIZES, "llava size", size)
+    dims = dataclasses.replace(dims, image_size=image_size or dims.image_size, patch=patch_size or dims.patch)
     torch.manual_seed(seed)
     tok = _tokenizer(seed)
     n_image_tokens = (dims.image_size // dims.patch) ** 2  # CLS dropped by the "default" feature strategy

@@ -11,7 +11,8 @@ from align.models.families import FAMILIES, get_family
 from align.train.dpo.data import Layouts
 
 SWITCHES = ("shared_image_encoding", "prefix_sharing", "padding_free")
-PACKED_ATTENTION = ("sdpa", "eager")  # attention implementations that take the layouts' dense 4-D masks
+# Attention implementations that take the layouts' 4-D masks (dense for sdpa and eager, block-sparse for flex).
+PACKED_ATTENTION = ("sdpa", "eager", "flex_attention")
 
 
 def resolve_layouts(cfg, family: str, variant, model) -> tuple[Layouts, dict]:
@@ -50,7 +51,8 @@ def _why_not(name: str, cfg, family: str, variant, model) -> str | None:
         return f"family {family} does not take shared layouts (supported: {supported})"
     attention = model.config.get_text_config()._attn_implementation
     if attention not in PACKED_ATTENTION:
-        return f"{attention} attention does not take the dense 4-D masks of shared layouts (sdpa or eager do)"
+        return (f"{attention} attention does not take the 4-D masks of shared layouts (sdpa, eager and "
+                "flex_attention do)")
     if name == "prefix_sharing" and variant.shared_pairs is None:
         return f"variant {variant.name}'s rows do not share a prompt and image"
     return None
