@@ -29,7 +29,8 @@ so that its peak memory is its own:
 The cached run reads reference log-probs that an earlier process computed (`precompute_ref_log_probs`) and loads
 no reference model. Each run is repeated `--repeats` times, the order reversed on every other pass (so slow drift
 of the machine cancels), and its fastest median and smallest peak are kept. The table prints each run's ratio to
-the run it is compared with (throughput = pairs per second), and the target.
+the run it is compared with (throughput: pairs per second; tokens/s: the pairs' real tokens, counted unshared, per
+second), and the target.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def _measure(work: Path, grid: str, args) -> dict[str, dict]:
 def _print_table(grid: str, results: dict[str, dict]) -> None:
     print(f"\ngrid {grid} (W px images in P px patches)")
     print(f"{'run':7} {'vs':6} {'throughput':>10} {'step ratio':>10} {'target':>8} {'memory ratio':>12} {'target':>8} "
-          f"{'ms/step':>8} {'pairs/s':>8} {'peak MB':>8} {'tok/pair':>8} {'real/pair':>9} {'vision ms':>9} "
+          f"{'ms/step':>8} {'tokens/s':>8} {'peak MB':>8} {'tok/pair':>8} {'real/pair':>9} {'vision ms':>9} "
           f"{'LM ms':>8} {'collate':>8}")
     for run, r in results.items():
         base, step_target, mem_target = TARGETS.get(run, (None, None, None))
@@ -120,7 +121,7 @@ def _print_table(grid: str, results: dict[str, dict]) -> None:
             ratios = [f"{1 / step:.2f}x", f"{step:.3f}", f"<= {step_target:.2f}" if step_target else "-",
                       f"{mem:.3f}", f"<= {mem_target:.2f}" if mem_target else "-"]
         print(f"{run:7} {base or '':6} {ratios[0]:>10} {ratios[1]:>10} {ratios[2]:>8} {ratios[3]:>12} {ratios[4]:>8} "
-              f"{r['step_s'] * 1000:8.1f} {r['pairs'] / r['step_s']:8.2f} {r['peak_mb']:8.1f} "
+              f"{r['step_s'] * 1000:8.1f} {r['pairs'] * r['real_per_pair'] / r['step_s']:8.1f} {r['peak_mb']:8.1f} "
               f"{r['slots_per_pair']:8.1f} {r['real_per_pair']:9.1f} {r['vision_s'] * 1000:9.1f} "
               f"{r['lm_s'] * 1000:8.1f} {r['collate_s'] * 1000:8.1f}")
 
