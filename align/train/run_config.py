@@ -87,8 +87,9 @@ def policy_problems(policy: str | None, key: str) -> list[str]:
     return []
 
 
-def apply_policy_and_report(model, family: str, cfg: RunFields, policy: str, title: str, show: bool):
-    """Freeze/wrap the model for `policy` and, on the main process, print the trainable-parts table."""
+def apply_policy_and_report(model, family: str, cfg: RunFields, policy: str, title: str, show: bool, check=None):
+    """Freeze/wrap the model for `policy` and, on the main process, print the trainable-parts table. `check(model)`
+    runs before the table, so settings that depend on what trains are refused before anything is printed."""
     from rich.console import Console
 
     from align.models.freeze import AdapterSettings, LoraSettings, apply_train_policy, trainable_parts_table
@@ -97,6 +98,8 @@ def apply_policy_and_report(model, family: str, cfg: RunFields, policy: str, tit
                         include_vision=cfg.lora_vision)
     adapter = AdapterSettings(prompt_length=cfg.adapter_len, layers=cfg.adapter_layers)
     model = apply_train_policy(model, family, policy, lora=lora, adapter=adapter)
+    if check is not None:
+        check(model)
     if show:
         table = trainable_parts_table(model, family)
         table.title = title

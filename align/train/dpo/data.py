@@ -334,7 +334,9 @@ class PreferenceCollator:
     - `noise`: `noisy_inputs`, the B chosen rows under the noised image, a batch of their own (model inputs
       plus `completion_mask`), token for token the chosen rows' layout;
     - `kl`: `kl_inputs`, B SFT samples (row r takes sample r mod N) with their `completion_mask`;
-    - cached reference values (the features named `ref_*`) as float32 [B] tensors.
+    - cached reference values (the features named `ref_*`) as float32 [B] tensors;
+    - `layouts` (any switch on): `layout`, the batch's `SharedLayout`, which the model call runs in
+      (`align.models.layout_forward`); everything else stays in the unshared layout.
     Every per-token tensor is right-aligned to TRL's flush-left layout: each row's tokens start at position 0.
     """
 

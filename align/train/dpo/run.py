@@ -33,13 +33,15 @@ def run_dpo(config: AlignDPOConfig, resume: bool = False, progress: bool = True)
     # Rows are checked (contract, spans, scores, lengths) before anything trains or is written.
     data = load_preference_data(cfg.data, processor, family, cfg.image_root, cfg.max_length, cfg.too_long,
                                 **variant.data_options(cfg))
+    options = variant.collator_options(cfg, processor, family)  # reads (and checks) e.g. halva's kl_data
     title = f"dpo --variant {cfg.variant}: {family}, train={policy}, {len(data)} pairs"
     if data.dropped:
         title += f" ({data.dropped} too long, dropped)"
-    model = apply_policy_and_report(model, family, cfg, policy, title, show=run.show)
-    layouts, layout_record = resolve_layouts(cfg, family, variant, model)
-    collator = PreferenceCollator(ConversationEncoder(processor, family), data,
-                                  **variant.collator_options(cfg, processor, family), layouts=layouts)
+    resolved = {}  # the shared layouts depend on what trains; refused before the parts table is printed
+    model = apply_policy_and_report(model, family, cfg, policy, title, show=run.show,
+                                    check=lambda m: resolved.update(layouts=resolve_layouts(cfg, family, variant, m)))
+    layouts, layout_record = resolved["layouts"]
+    collator = PreferenceCollator(ConversationEncoder(processor, family), data, **options, layouts=layouts)
 
     ref_model = None
     # (TRL would load one itself for full fine-tuning; a variant that never reads it loads it without using it.)
