@@ -146,13 +146,16 @@ def _losses(run_cli, family, variant, model, data, out, *extra):
     return [e["loss"] for e in run["log_history"] if "loss" in e], run["layouts"]
 
 
-@pytest.mark.parametrize(("family", "variant"), [("llava", "dpo"), ("qwen2_vl", "ddpo"), ("llava_next", "mdpo"),
-                                                 ("llava", "povid")])
-def test_ten_step_losses_with_and_without_shared_layouts(family, variant, tiny_checkpoint, pairs, run_cli, tmp_path):
+@pytest.mark.parametrize(("family", "variant", "extra"), [
+    ("llava", "dpo", ()), ("qwen2_vl", "ddpo", ("activation_checkpointing=true",)), ("llava_next", "mdpo", ()),
+    ("llava", "povid", ())])
+def test_ten_step_losses_with_and_without_shared_layouts(family, variant, extra, tiny_checkpoint, pairs, run_cli,
+                                                         tmp_path):
+    """(qwen2_vl also recomputes its activations in backward: the vision memo and the packed rows hold there.)"""
     model, data = tiny_checkpoint(family), pairs / "all.jsonl"
-    shared, record = _losses(run_cli, family, variant, model, data, tmp_path / "shared")
+    shared, record = _losses(run_cli, family, variant, model, data, tmp_path / "shared", *extra)
     assert record == {name: {"used": True} for name in ("shared_image_encoding", "prefix_sharing", "padding_free")}
-    plain, off = _losses(run_cli, family, variant, model, data, tmp_path / "plain", *OFF)
+    plain, off = _losses(run_cli, family, variant, model, data, tmp_path / "plain", *OFF, *extra)
     assert all(not v["used"] and v["why"] == "switched off" for v in off.values())
     assert len(shared) == len(plain) == 10 and len(set(plain)) > 5  # the model trains: the losses move
     assert max(abs(a - b) for a, b in zip(shared, plain, strict=True)) < 1e-5, (shared, plain)
@@ -197,3 +200,30 @@ def test_other_attention_implementations_take_the_layout_mask(attention, tiny_ch
         want, mask = _per_token(model, plain)
         got, _ = _per_token(model, shared)
     assert torch.allclose(want.log_probs[mask], got.log_probs[mask], atol=1e-5)
+
+
+def test_sub_batches_share_their_image_encoding_too(tiny_checkpoint, pairs):
+    """povid's noised-image rows (a sub-batch of their own) are encoded once for the policy's and the reference's
+    calls on them."""
+    from align.data.collate import ConversationEncoder
+    from align.models.layout_forward import vision_encoder
+    from align.train.dpo.data import (
+        Layouts,
+        PreferenceCollator,
+        load_preference_data,
+        model_inputs,
+        povid_noise,
+    )
+
+    model, processor = _model(tiny_checkpoint, "llava")
+    calls = []
+    first = next(m for m in vision_encoder(model, "llava").modules()
+                 if not list(m.children()) and any(True for _ in m.parameters(recurse=False)))
+    first.register_forward_hook(lambda *_: calls.append(1))
+    data = load_preference_data(pairs / "all.jsonl", processor, "llava", needs_images=True)
+    collator = PreferenceCollator(ConversationEncoder(processor, "llava"), data, noise=povid_noise(500),
+                                  layouts=Layouts(True, True, share_vision=True))
+    noisy = collator([{"row": 0}, {"row": 1}])["noisy_inputs"]
+    with torch.no_grad():
+        logits = [model(**model_inputs(noisy), use_cache=False).logits for _ in range(2)]
+    assert len(calls) == 1 and torch.equal(logits[0], logits[1])

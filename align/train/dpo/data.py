@@ -401,7 +401,13 @@ class PreferenceCollator:
         return batch
 
     def _sub_batch(self, examples: list[Example], spans: list[Spans]) -> dict:
-        """A batch of its own (model inputs + `completion_mask` [N, T]), flushed left like the main one."""
+        """A batch of its own (model inputs + `completion_mask` [N, T]), flushed left like the main one; with
+        `share_vision`, its images are encoded once for the policy's and the reference's calls on it (povid's
+        noised image, halva's KL samples)."""
+        from align.models.layout import SharedLayout
+
         sub = dict(self.encoder.encode(examples, add_generation_prompt=False))
         sub["completion_mask"] = (labels_from_spans(sub, spans) != -100).long()
+        if self.layouts.share_vision:
+            sub["layout"] = SharedLayout(images_per_row=[len(e.images) for e in examples], share_vision=True)
         return _flush_left(sub)
