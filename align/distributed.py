@@ -24,3 +24,16 @@ def wait_for_everyone() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+def end_process_group() -> None:
+    """In a launched run (WORLD_SIZE > 1), destroy the torch.distributed process group once the command is done.
+    Left to the interpreter's exit, gloo's threads can be torn down while still running: the rank then aborts
+    ("terminate called without an active exception") after its work is written, and the launcher reports a
+    failure."""
+    if "torch" not in sys.modules or rank_and_world()[1] <= 1:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

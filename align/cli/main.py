@@ -77,3 +77,7 @@ def main(argv: list[str] | None = None) -> None:
             raise
         sys.stderr.write("error: interrupted\n")
         sys.exit(130)
+    finally:
+        from align.distributed import end_process_group
+
+        end_process_group()
