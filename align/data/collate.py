@@ -158,36 +158,28 @@ def labels_from_spans(batch, spans: Sequence[Spans]):
     return labels
 
 
-# Batch keys that hold one entry per image (in row order): packing reorders rows, so these follow.
-IMAGE_KEYS = ("pixel_values", "image_sizes")
-
-
 def flatten_rows(batch: dict, images_per_row: Sequence[int], pad_token_id: int = 0) -> dict:
     """A left-padded batch ([B, T] tensors) as packs of its real tokens ([P, W], P <= B): rows placed first-fit,
     longest first, into packs as wide as the longest row, position ids restarting at every row (and at a pack's
     padded tail) and no attention mask, so transformers' packed-sequence masks keep the rows apart and little
     compute goes to padding. One pack of the whole batch would make attention quadratic in the batch's tokens;
     packs as wide as the longest row keep it at the padded batch's width. Other per-token tensors are packed
-    alike, and the image tensors (`IMAGE_KEYS`, `images_per_row` entries per row) are reordered with the rows, so
-    image features still fill the image tokens in order."""
+    alike, and the image tensors (`images_per_row` images per row) are reordered with the rows
+    (`align.models.layout_forward.select_images`), so image features still fill the image tokens in order."""
     import torch
 
     from align.models.layout import pack_rows
+    from align.models.layout_forward import select_images
 
     mask = batch["attention_mask"].bool()  # [B, T], left padding
     lengths = mask.sum(dim=1).tolist()
     width = max(lengths)
     packs = pack_rows(lengths)
     order = [r for p in packs for r in p]
-    first_image = [sum(images_per_row[:r]) for r in range(len(lengths))]
-    image_order = [first_image[r] + i for r in order for i in range(images_per_row[r])]
     fill = {"input_ids": pad_token_id, "labels": -100}
-    out = {}
+    out = select_images(batch, order, list(images_per_row))
     for key, value in batch.items():
-        if key == "attention_mask":
-            continue
-        if key in IMAGE_KEYS and isinstance(value, torch.Tensor) and len(value) == len(image_order):
-            out[key] = value[image_order]
+        if key == "attention_mask" or key in out:
             continue
         if not (isinstance(value, torch.Tensor) and value.shape[:2] == mask.shape):
             out[key] = value

@@ -106,7 +106,7 @@ def _memoise(module) -> None:
 
 def _memoise_chain(layers: list) -> None:
     """Layers called in turn, each on the previous one's output (one hidden-states tensor in, one out)."""
-    state: dict[str, Any] = {"skipping": False, "key": None}
+    state: dict[str, Any] = {"skipping": False, "key": None}  # key: the chain input being computed
     last = len(layers) - 1
 
     def wrap(i: int, layer) -> None:
@@ -128,8 +128,7 @@ def _memoise_chain(layers: list) -> None:
                 return hidden_states  # the chain's stored output, passed through
             output = original(hidden_states, *args, **kwargs)
             if i == last:
-                memo.append((state.pop("key"), output))
-                state["key"] = None
+                memo.append((state["key"], output))
             return output
 
         layer.forward = forward
@@ -198,8 +197,7 @@ def _packed_call(model, inner, fam, layout: SharedLayout, kwargs: dict):
             raise ValueError("labels in a shared layout need fused_lm_head=True (the per-token log-prob head)")
         successors = layout.successors
         call["shift_labels"] = labels.reshape(-1)[successors.clamp(min=0)].masked_fill(successors < 0, -100)
-    with _memo(layout):
-        out = inner(**call)
+    out = inner(**call)  # the caller's `_memo` is active
     locations = layout.locations  # [N, T]
     if not fused:
         logits = out.logits  # [R, W, V]
