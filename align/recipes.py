@@ -28,6 +28,10 @@ RECIPE_KINDS: dict[str, str] = {
 
 _DEVICE_FLAGS = ("bf16", "fp16", "tf32")
 
+# recipes/accelerate/ holds `accelerate launch --config_file` files: checked by accelerate's own reader, plus what
+# align needs of them (mixed precision is align's `bf16` setting, so the launcher's must be 'no').
+ACCELERATE_KIND = "accelerate"
+
 # DeepSpeed JSON configs live in recipes/deepspeed/ and are checked for what every launcher needs.
 _DEEPSPEED_REQUIRED = ("zero_optimization", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps")
 
@@ -59,6 +63,8 @@ def check_recipe(path: Path, kind: str | None = None) -> list[str]:
     if path.suffix == ".json":
         return _check_deepspeed_json(path)
     kind = kind or recipe_kind(path)
+    if kind == ACCELERATE_KIND:
+        return _check_accelerate_yaml(path)
     cls = config_class(kind)
     if cls is None:
         return [f"{path}: no config kind '{kind}' (from its folder); known: {', '.join(sorted(RECIPE_KINDS))}"]
@@ -90,6 +96,24 @@ def _check_deepspeed_json(path: Path) -> list[str]:
         return [f"{path}: a DeepSpeed config must be a JSON object"]
     missing = [k for k in _DEEPSPEED_REQUIRED if k not in data]
     return [f"{path}: missing DeepSpeed key '{k}'" for k in missing]
+
+
+def _check_accelerate_yaml(path: Path) -> list[str]:
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    try:
+        config = ClusterConfig.from_yaml_file(str(path))
+    except Exception as exc:  # accelerate raises ValueError/TypeError/yaml errors for a bad file
+        return [f"{path}: not an accelerate config: {' '.join(str(exc).split())}"]
+    problems = []
+    if str(config.mixed_precision) != "no":
+        problems.append(f"{path}: mixed_precision must be 'no' (align sets precision with `bf16`), got "
+                        f"'{config.mixed_precision}'")
+    if str(config.distributed_type).endswith("DEEPSPEED"):
+        stage = (config.deepspeed_config or {}).get("zero_stage")
+        if stage not in (0, 1, 2, 3):
+            problems.append(f"{path}: deepspeed_config.zero_stage must be 0-3, got {stage!r}")
+    return problems
 
 
 def recipe_files(paths: list[Path]) -> list[Path]:

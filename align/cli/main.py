@@ -60,11 +60,27 @@ def _one_line(message: object) -> str:
     return " ".join(str(message).split())
 
 
+def without_local_rank(args: list[str]) -> list[str]:
+    """`args` without the `--local_rank=N` (or `--local-rank N`) that the `deepspeed` launcher and the legacy
+    `torch.distributed.launch` append to a script's arguments; the rank is also in LOCAL_RANK, where align reads it."""
+    kept, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg.startswith(("--local_rank=", "--local-rank=")):
+            continue
+        elif arg in ("--local_rank", "--local-rank"):
+            skip = True
+        else:
+            kept.append(arg)
+    return kept
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point (also `python -m align`)."""
     from align.errors import AlignError
 
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = without_local_rank(list(sys.argv[1:] if argv is None else argv))
     try:
         app(args=args, prog_name="align")
     except AlignError as exc:

@@ -70,8 +70,46 @@ def init_distributed_if_launched() -> None:
         deepspeed.init_distributed(dist_backend="gloo")
 
 
-def prepare_deepspeed(deepspeed_config: str | dict | None) -> None:
-    """Call before each stage loads its model and builds its Trainer; does nothing without DeepSpeed.
+def zero_stage(args) -> int | None:
+    """The ZeRO stage a run's TrainingArguments select, however DeepSpeed was switched on: `--deepspeed` (a preset
+    or a JSON file, kept in `args.deepspeed`) or an accelerate config (`accelerate launch` with `distributed_type:
+    DEEPSPEED` leaves `args.deepspeed` unset; TrainingArguments builds the plugin from the launcher's environment).
+    None without DeepSpeed."""
+    plugin = getattr(args, "deepspeed_plugin", None)
+    return None if plugin is None else int(plugin.zero_stage)
+
+
+def gather_whole_weights_on_save(args) -> None:
+    """Under ZeRO-3, make every save write whole weights. Each rank holds only a shard of every parameter;
+    transformers' `save_model` gathers them into a state dict only when the DeepSpeed config says
+    `stage3_gather_16bit_weights_on_model_save`. Without it, it writes DeepSpeed's partitioned checkpoint and no
+    model file at all, which is what an accelerate config gets unless it sets `zero3_save_16bit_model: true` (and
+    any JSON config that leaves the key out). The gathered weights are in the dtype the run trains in (bf16 on a
+    GPU with mixed precision, fp32 on a CPU)."""
+    plugin = getattr(args, "deepspeed_plugin", None)
+    if plugin is None or int(plugin.zero_stage) != 3:
+        return
+    plugin.deepspeed_config.setdefault("zero_optimization", {})["stage3_gather_16bit_weights_on_model_save"] = True
+
+
+def deepspeed_record(args) -> dict[str, Any] | None:
+    """What run.json says about DeepSpeed: the stage, offloading and where the config came from."""
+    plugin = getattr(args, "deepspeed_plugin", None)
+    if plugin is None:
+        return None
+    zero = plugin.deepspeed_config.get("zero_optimization", {})
+
+    def device(key: str) -> str:
+        return (zero.get(key) or {}).get("device", "none")
+
+    return {"zero_stage": int(plugin.zero_stage), "offload_optimizer": device("offload_optimizer"),
+            "offload_param": device("offload_param"),
+            "config": args.deepspeed if args.deepspeed else "accelerate config"}
+
+
+def prepare_deepspeed(args) -> None:
+    """Call with a stage's TrainingArguments before it loads its model and builds its Trainer; does nothing without
+    DeepSpeed (`zero_stage`: switched on by `--deepspeed` or by an accelerate config).
 
     DeepSpeed needs a process group before the model loads (ZeRO-3 partitions it in `from_pretrained`) and before
     `deepspeed.initialize`. Launched runs get theirs from `init_distributed_if_launched`. A plain single process has
@@ -81,9 +119,12 @@ def prepare_deepspeed(deepspeed_config: str | dict | None) -> None:
 
     Each stage's Trainer builds its own Accelerator; accelerate keeps the first one's DeepSpeed state for the process
     and refuses another plugin (`You cannot pass in a deepspeed_plugin when creating a second Accelerator`), so that
-    state is dropped, as TrainingArguments does when it sets up devices; the process group and world size stay."""
-    if not deepspeed_config:
+    state is dropped, as TrainingArguments does when it sets up devices; the process group and world size stay.
+
+    Every save under ZeRO-3 then writes whole weights (`gather_whole_weights_on_save`)."""
+    if zero_stage(args) is None:
         return
+    gather_whole_weights_on_save(args)
     _init_process_group_for_deepspeed()
     from accelerate.state import AcceleratorState
 

@@ -6,6 +6,7 @@ CPU or for align's data flow (bf16, activation checkpointing, unused-column remo
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +57,12 @@ class RunFields:
 
         if self.bf16 is None:
             self.bf16 = cuda_bf16_available() and not self.fp16
+        launcher = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")  # `accelerate launch`'s mixed_precision
+        if launcher in ("bf16", "fp16") and not getattr(self, launcher):
+            why = "this machine has no CUDA" if not cuda_available() else f"this run sets {launcher}=false"
+            raise ConfigError(f"the accelerate config sets mixed_precision: {launcher} but {why}; set "
+                              f"mixed_precision: 'no' there (align trains in bf16 wherever the GPU has it; `bf16` "
+                              "sets it explicitly)")
         if not cuda_available():
             self.dataloader_pin_memory = False  # pinning needs an accelerator; on a CPU it only warns
             # accelerate finds no backend for a CPU unless told: under torchrun it would count one process and

@@ -68,7 +68,7 @@ class TrainingRun:
 
         from align.train.common import prepare_deepspeed
 
-        prepare_deepspeed(cfg.deepspeed)
+        prepare_deepspeed(cfg)
         self.main = is_main_process()
         torch.set_flush_denormal(True)
         set_seed(cfg.seed)
@@ -90,10 +90,15 @@ class TrainingRun:
         return result, checkpoint
 
     def finish(self, trainer, record: dict[str, Any]) -> Path:
-        """Save the model (or adapter) and then `run.json` with `complete: true` and `record`."""
+        """Save the model (or adapter), check that what was written holds whole weights, and then write `run.json`
+        with `complete: true`, how DeepSpeed ran and `record`."""
+        from align.train.common import deepspeed_record
+
         save_final(trainer, self.output_dir)
         if self.main:
-            write_run_json(self.output_dir, self.command, self.settings, {"complete": True, **record})
+            deepspeed = deepspeed_record(trainer.args)
+            write_run_json(self.output_dir, self.command, self.settings,
+                           {"complete": True, **({"deepspeed": deepspeed} if deepspeed else {}), **record})
         return self.output_dir
 
 
@@ -140,6 +145,19 @@ def save_final(trainer, output_dir: Path) -> None:
             os.replace(entry, target)
         tmp.rmdir()
     trainer.accelerator.wait_for_everyone()
+    check_saved_weights(output_dir)
+
+
+def check_saved_weights(folder: Path) -> None:
+    """A ModelError unless `folder` holds weights a loader can use: a model (`model.safetensors`, or the shards its
+    index lists) or a PEFT adapter, and no empty tensor in any weights file (the rank-local remains of ZeRO-3
+    shards). A run that fails this is not marked complete."""
+    from align.errors import ModelError
+    from align.models.saved_weights import weights_problem
+
+    problem = weights_problem(folder)
+    if problem:
+        raise ModelError(f"{folder}: training finished but {problem}; the run is not marked complete")
 
 
 def loadable(folder: Path) -> str:
