@@ -388,14 +388,16 @@ def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: st
     raise ValueError(f"kl estimator must be one of {', '.join(KL_ESTIMATORS)}, got {estimator!r}")
 
 
-def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of `values` over the positions where `mask` is 1 (0 when none are).
+def masked_mean(values: torch.Tensor, mask: torch.Tensor, count: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of `values` over the positions where `mask` is 1 (0 when none are); with `count`, their sum divided by
+    `count` instead of by the mask's size (a data-parallel rank divides by the mean count of every rank's
+    minibatch, so that averaging the ranks' gradients gives the mean over all their tokens).
 
     align's PPO losses and logs average over response tokens only. LLaVA-RLHF's code takes plain means over its
     right-padded response block, padding included, so its per-token means shrink with the padding of a batch;
     that figure depends on how a batch happened to be padded, so align does not offer it."""
     mask = mask.to(values.dtype)
-    return (values * mask).sum() / mask.sum().clamp(min=1)
+    return (values * mask).sum() / (mask.sum() if count is None else count).clamp(min=1)
 
 
 def shaped_rewards(kl: torch.Tensor, score: torch.Tensor, mask: torch.Tensor, kl_coef: float,
@@ -469,10 +471,13 @@ class PPOPolicyLoss(NamedTuple):
 
 
 def ppo_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
-                    mask: torch.Tensor, clip_range: float = 0.2) -> PPOPolicyLoss:
+                    mask: torch.Tensor, clip_range: float = 0.2,
+                    token_count: torch.Tensor | None = None) -> PPOPolicyLoss:
     """PPO's clipped surrogate over [B, T] response tokens:
 
         ratio = exp(lp - lp_old);  L = mean_t max(-A ratio, -A clip(ratio, 1 - c, 1 + c))
+
+    `token_count`: what the loss's token sum is divided by, when not this minibatch's tokens (`masked_mean`).
 
     clipfrac: the share of tokens where the clipped term is the larger (its gradient is 0);
     approx_kl: mean 0.5 (lp - lp_old)^2."""
@@ -480,7 +485,7 @@ def ppo_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantag
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
     clipped = -advantages * ratio.clamp(1 - clip_range, 1 + clip_range)
-    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    loss = masked_mean(torch.maximum(unclipped, clipped), mask, token_count)
     clipfrac = masked_mean((clipped > unclipped).to(loss.dtype), mask).detach()
     approx_kl = masked_mean(0.5 * log_ratio.detach() ** 2, mask)
     return PPOPolicyLoss(loss, clipfrac, approx_kl)
@@ -494,15 +499,17 @@ class PPOValueLoss(NamedTuple):
 
 
 def ppo_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
-                   clip_range_value: float = 0.2) -> PPOValueLoss:
+                   clip_range_value: float = 0.2, token_count: torch.Tensor | None = None) -> PPOValueLoss:
     """The clipped value loss over [B, T] response tokens:
 
         v_clip = old_v + clip(v - old_v, -c, c);  L = 0.5 mean_t max((v - R)^2, (v_clip - R)^2)
+
+    `token_count`: as for `ppo_policy_loss`.
 
     clipfrac: the share of tokens where the clipped error is the larger."""
     clipped_values = old_values + (values - old_values).clamp(-clip_range_value, clip_range_value)
     unclipped_error = (values - returns) ** 2
     clipped_error = (clipped_values - returns) ** 2
-    loss = 0.5 * masked_mean(torch.maximum(unclipped_error, clipped_error), mask)
+    loss = 0.5 * masked_mean(torch.maximum(unclipped_error, clipped_error), mask, token_count)
     clipfrac = masked_mean((clipped_error > unclipped_error).to(loss.dtype), mask).detach()
     return PPOValueLoss(loss, clipfrac)

@@ -12,7 +12,20 @@ from typing import Annotated
 import typer
 
 from align import __version__
-from align.cli import build_pairs, data, dpo, eval, iterate, models, ppo, quickstart, reward, sft, validate
+from align.cli import (
+    build_pairs,
+    data,
+    dpo,
+    eval,
+    iterate,
+    models,
+    plan,
+    ppo,
+    quickstart,
+    reward,
+    sft,
+    validate,
+)
 
 app = typer.Typer(
     name="align",
@@ -54,6 +67,7 @@ app.command(name="ppo")(ppo.ppo)
 app.command(name="iterate")(iterate.iterate)
 app.command(name="validate")(validate.validate)
 app.command(name="quickstart")(quickstart.quickstart)
+app.command(name="plan")(plan.plan)
 
 
 def _one_line(message: object) -> str:

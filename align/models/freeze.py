@@ -554,10 +554,15 @@ def save_trained(model, out: str | Path, state_dict: dict | None = None) -> Path
     (`save_pretrained`) plus EXTRA_WEIGHTS with `extra_state_dict` when it is not empty. `state_dict`: the model's
     full state dict when the caller gathered it (ZeRO-3, where the model's own parameters are empty shards); the
     extra weights are then taken from it."""
+    import warnings
+
     from safetensors.torch import save_file
 
     out = Path(out)
-    model.save_pretrained(str(out), **({} if state_dict is None else {"state_dict": state_dict}))
+    with warnings.catch_warnings():
+        if state_dict is not None:  # PEFT checks the module's own (ZeRO-3: empty) tensors, not the gathered ones
+            warnings.filterwarnings("ignore", message=r".*LoRA tensor\(s\) have invalid shape")
+        model.save_pretrained(str(out), **({} if state_dict is None else {"state_dict": state_dict}))
     extra = extra_state_dict(model)
     if extra:
         if state_dict is not None:  # PEFT keys the base model's parameters under base_model.model.

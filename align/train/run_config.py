@@ -98,9 +98,13 @@ def apply_policy_and_report(model, family: str, cfg: RunFields, policy: str, tit
     """Freeze/wrap the model for `policy` and, on the main process, print the trainable-parts table. `check(model)`
     runs before the table, so settings that depend on what trains are refused before anything is printed."""
     from rich.console import Console
+    from transformers import set_seed
 
     from align.models.freeze import AdapterSettings, LoraSettings, apply_train_policy, trainable_parts_table
 
+    # New weights (LoRA's A matrices, an adapter's prompts) are drawn from the run's seed, whatever loading the model
+    # drew before: ZeRO-3's partitioned loading draws differently from a plain one, and the runs must start alike.
+    set_seed(cfg.seed)
     lora = LoraSettings(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, target=cfg.lora_target,
                         include_vision=cfg.lora_vision)
     adapter = AdapterSettings(prompt_length=cfg.adapter_len, layers=cfg.adapter_layers)

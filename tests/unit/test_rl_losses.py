@@ -158,3 +158,20 @@ def test_ppo_value_loss_hand_worked():
     out = ppo_value_loss(t([0.5, -0.1, 7.0]), t([0.0, 0.0, 0.0]), t([1.0, 0.0, -7.0]), t([1.0, 1.0, 0.0]), 0.2)
     close(out.loss, 0.1625)
     close(out.clipfrac, 0.5)
+
+
+def test_ppo_losses_divide_by_a_given_token_count():
+    """Two ranks' minibatches: rank A has the first 4 tokens of the hand-worked policy example above (sum -3.1), rank
+    B one token (ratio 1, A 2 -> -2). Every rank divides by the mean count per rank, (4 + 1) / 2 = 2.5, so the mean
+    of the ranks' losses, (-3.1 / 2.5 + -2 / 2.5) / 2 = -5.1 / 5 = -1.02, is the mean over all 5 tokens. Dividing by
+    each rank's own count would give (-0.775 + -2) / 2 = -1.3875 instead. Value loss: 0.5 * 0.65 / 2.5 = 0.13."""
+    count = torch.tensor(2.5)
+    a = ppo_policy_loss(torch.log(t([1.5, 0.5, 0.5, 1.0, 9.0])), t([0.0] * 5), t([1.0, 1.0, -2.0, 3.0, 9.0]),
+                        t([1.0, 1.0, 1.0, 1.0, 0.0]), 0.2, count)
+    b = ppo_policy_loss(t([0.0]), t([0.0]), t([2.0]), t([1.0]), 0.2, count)
+    close(a.loss, -3.1 / 2.5)
+    close((a.loss + b.loss) / 2, -1.02)
+    close(a.clipfrac, 0.5)  # the logged fractions stay this minibatch's
+    value = ppo_value_loss(t([0.5, -0.1, 7.0]), t([0.0, 0.0, 0.0]), t([1.0, 0.0, -7.0]), t([1.0, 1.0, 0.0]), 0.2,
+                           count)
+    close(value.loss, 0.13)

@@ -98,6 +98,9 @@ def _critic(cfg: AlignPPOConfig, family: str, start: str):
         raise ModelError(f"value model {source} is a {critic.family} model; the policy is {family}")
     lora = LoraSettings(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, target=cfg.lora_target,
                         include_vision=cfg.lora_vision)
+    from transformers import set_seed
+
+    set_seed(cfg.seed + 1)  # the critic's new weights, like the policy's, whatever loading drew (ZeRO-3 or not)
     critic.backbone = apply_train_policy(critic.backbone, family, cfg.value_train, lora=lora)
     critic.info["base_model"] = str(source)
     critic.info["train"] = cfg.value_train

@@ -348,9 +348,12 @@ class AlignPPOTrainer(FiniteGuardMixin, Trainer):
         mask = inputs["action_mask"][:, 1:]  # [b, L-1]
         policy_out, values = model(**model_inputs, labels=labels)
         logprobs = policy_out.log_probs  # [b, L-1]
-        pg = ppo_policy_loss(logprobs, inputs["old_logprobs"], inputs["advantages"], mask, args.clip_range)
+        # Token means over every rank's minibatch, not this rank's: the ranks' gradients are averaged, so each
+        # divides its token sum by the mean token count per rank. 2 ranks x 2 rows then train as 1 x 4 rows.
+        tokens = self.accelerator.reduce(mask.sum().to(logprobs.dtype), reduction="sum") / self.accelerator.num_processes
+        pg = ppo_policy_loss(logprobs, inputs["old_logprobs"], inputs["advantages"], mask, args.clip_range, tokens)
         vf = ppo_value_loss(values[:, :-1].float(), inputs["old_values"], inputs["returns"], mask,
-                            args.clip_range_value)
+                            args.clip_range_value, tokens.float())
         loss = pg.loss + args.vf_coef * vf.loss
         gather = self.accelerator.gather
         for key, value in {"loss/policy": pg.loss, "loss/value": vf.loss, "policy/clipfrac": pg.clipfrac,
