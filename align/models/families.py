@@ -76,6 +76,10 @@ class Family:
     shared_layouts: bool = False
     # Multimodal rotary positions (Qwen2-VL's M-RoPE, [3, B, T]) computed by the model's `get_rope_index`.
     mrope: bool = False
+    # Its multimodal model (`model.model`) embeds the tokens and then encodes the images through
+    # `get_image_features`, nothing else: under ZeRO-3 a rank without images encodes a blank one there
+    # (align.models.zero3_images), so ranks with and without images run the same collectives.
+    blank_image_features: bool = False
 
     def auto_class(self):
         import transformers
@@ -142,17 +146,17 @@ FAMILIES: dict[str, Family] = {
     f.name: f
     for f in [
         Family("llava", ("llava",), _LLAVA_PARTS, groups=_LLAVA_GROUPS, flat_batches=True,
-               vision_encoder="model.vision_tower", shared_layouts=True),
+               vision_encoder="model.vision_tower", shared_layouts=True, blank_image_features=True),
         Family("llava_next", ("llava_next",), _LLAVA_PARTS, groups=_LLAVA_NEXT_GROUPS, flat_batches=True,
                vision_encoder="model.vision_tower", shared_layouts=True),
         Family("llava_next_video", ("llava_next_video",), _LLAVA_PARTS, supports_video=True,
                groups=_LLAVA_NEXT_GROUPS, vision_encoder="model.vision_tower", shared_layouts=True),
         Family("qwen2_vl", ("qwen2_vl",), _QWEN_PARTS, supports_video=True, groups=_QWEN_GROUPS,
                not_applicable={"adapter": _NO_ADAPTER_QWEN}, vision_encoder="model.visual.blocks",
-               vision_layers_only=True, shared_layouts=True, mrope=True),
+               vision_layers_only=True, shared_layouts=True, mrope=True, blank_image_features=True),
         Family("qwen2_5_vl", ("qwen2_5_vl",), _QWEN_PARTS, supports_video=True, groups=_QWEN_GROUPS,
                not_applicable={"adapter": _NO_ADAPTER_QWEN}, vision_encoder="model.visual.blocks",
-               vision_layers_only=True, shared_layouts=True, mrope=True),
+               vision_layers_only=True, shared_layouts=True, mrope=True, blank_image_features=True),
         Family(
             "idefics",
             ("idefics",),

@@ -29,6 +29,10 @@ from align.models.layout import SharedLayout, attention_allowed
 IMAGE_KEYS = frozenset({"pixel_values", "image_sizes", "image_grid_thw"})
 # Per-token fields of a fused-head output, each [rows, positions].
 PER_TOKEN_FIELDS = ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1")
+# Call flags that never change a vision encoder's output: the decoder's cache switch reaches the encoder through
+# **kwargs from some callers only (a model's forward passes its own through, a blank image under ZeRO-3 does not, a
+# reference model's config may set it), and a memo keyed on it would miss where the same image was encoded.
+_IGNORED_KWARGS = frozenset({"use_cache"})
 # The vision memo of the model call in progress (None: encode as usual).
 _ACTIVE_MEMO: contextvars.ContextVar[list | None] = contextvars.ContextVar("align_vision_memo", default=None)
 
@@ -93,7 +97,7 @@ def _memoise(module) -> None:
         memo = _ACTIVE_MEMO.get()
         if memo is None:
             return original(*args, **kwargs)
-        key = (args, kwargs)
+        key = (args, _relevant(kwargs))
         for seen, output in memo:
             if _same(seen, key):
                 return _shallow_copy(output)
@@ -117,7 +121,7 @@ def _memoise_chain(layers: list) -> None:
             if memo is None:
                 return original(hidden_states, *args, **kwargs)
             if i == 0:
-                key = ("layers", hidden_states, args, kwargs)
+                key = ("layers", hidden_states, args, _relevant(kwargs))
                 hit = next((output for seen, output in memo if _same(seen, key)), None)
                 if hit is not None:
                     state["skipping"] = i != last
@@ -143,6 +147,10 @@ def _shallow_copy(output):
     if isinstance(output, dict):  # transformers' ModelOutput
         return type(output)(**output)
     return output
+
+
+def _relevant(kwargs: dict) -> dict:
+    return {k: v for k, v in kwargs.items() if k not in _IGNORED_KWARGS}
 
 
 def _same(a: Any, b: Any) -> bool:

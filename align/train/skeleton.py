@@ -106,9 +106,13 @@ def load_starting_model(path: str, cfg):
     """(model, processor, family) of the checkpoint a run starts from, in `cfg`'s dtype and attention."""
     from align.models.families import family_of
     from align.models.load import load_model_and_processor
+    from align.models.zero3_images import encode_images_on_every_rank, zero3_partitioned_run
 
     model, processor = load_model_and_processor(path, dtype=cfg.dtype, attn_implementation=cfg.attn_implementation)
-    return model, processor, family_of(model.config)
+    family = family_of(model.config)
+    if zero3_partitioned_run():  # micro-batches without images must not leave a rank out of the vision collectives
+        encode_images_on_every_rank(model, processor, family)
+    return model, processor, family
 
 
 def natural_policy(family: str) -> str:

@@ -109,7 +109,7 @@ def test_shared_image_encoding_encodes_each_image_once_per_step(family, tiny_che
     """The reference's call after the policy's reuses the policy's image features (the encoder runs once), and
     a call without the layout's memo encodes again."""
     from align.models.layout_forward import vision_encoder
-    from align.train.dpo.data import Layouts
+    from align.train.dpo.data import Layouts, model_inputs
 
     model, processor = _model(tiny_checkpoint, family)
     calls = []
@@ -123,6 +123,11 @@ def test_shared_image_encoding_encodes_each_image_once_per_step(family, tiny_che
         second, _ = _per_token(model, batch)  # the reference call of the same step
     assert len(batch["layout"].vision_memo) == 1 and len(calls) == 1
     assert torch.equal(first.log_probs, second.log_probs)
+    # A call that passes no cache flag (the fused head passes use_cache=False, which LLaVA hands on to its vision
+    # tower) is served by the same memo entry: the flag never changes what the encoder returns.
+    with torch.no_grad():
+        model(**model_inputs(batch))
+    assert len(batch["layout"].vision_memo) == 1 and len(calls) == 1
     batch["layout"].share_vision = False
     with torch.no_grad():
         third, _ = _per_token(model, batch)

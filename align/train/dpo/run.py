@@ -16,6 +16,7 @@ def run_dpo(config: AlignDPOConfig, resume: bool = False, progress: bool = True)
     from peft import PeftModel
 
     from align.data.collate import ConversationEncoder
+    from align.models.zero3_images import refuse_uncovered_image_mix
     from align.train.dpo.data import PreferenceCollator, load_preference_data
     from align.train.dpo.layouts import resolve_layouts
     from align.train.dpo.trainer import AlignDPOTrainer
@@ -33,6 +34,7 @@ def run_dpo(config: AlignDPOConfig, resume: bool = False, progress: bool = True)
     # Rows are checked (contract, spans, scores, lengths) before anything trains or is written.
     data = load_preference_data(cfg.data, processor, family, cfg.image_root, cfg.max_length, cfg.too_long,
                                 **variant.data_options(cfg))
+    refuse_uncovered_image_mix(data, family)
     options = variant.collator_options(cfg, processor, family)  # reads (and checks) e.g. halva's kl_data
     title = f"dpo --variant {cfg.variant}: {family}, train={policy}, {len(data)} pairs"
     if data.dropped:

@@ -19,6 +19,7 @@ def run_ppo(config: AlignPPOConfig, resume: bool = False, progress: bool = True)
 
     from align.data.collate import ConversationEncoder
     from align.data.reward_prompts import read_fact_captions
+    from align.models.zero3_images import refuse_uncovered_image_mix
     from align.train.ppo.data import check_prompt_lengths, load_prompt_data
     from align.train.ppo.rewards import load_reward_funcs
     from align.train.ppo.trainer import ActorCritic, AlignPPOTrainer
@@ -34,6 +35,7 @@ def run_ppo(config: AlignPPOConfig, resume: bool = False, progress: bool = True)
     run.prepare(cfg)
     start = loadable(Path(cfg.model)) if Path(cfg.model).is_dir() else cfg.model
     policy, processor, family = load_starting_model(start, cfg)
+    refuse_uncovered_image_mix(prompts, family)
     reward_model = _reward_model(cfg, family, fact_captions)
     title = f"ppo: {family}, train={cfg.train}, {len(prompts)} prompts"
     policy = apply_policy_and_report(policy, family, cfg, cfg.train, title, show=run.show)

@@ -333,11 +333,17 @@ class AlignPPOTrainer(FiniteGuardMixin, Trainer):
         self._metrics["response_length"].append(gather(lengths.float()).mean().item())
         self._metrics["no_eos_fraction"].append(gather((~has_eos).float()).mean().item())
         self._metrics["logprob"].append(gather(masked_mean(logprobs, mask).reshape(1)).mean().item())
-        # Explained variance of the critic's values against the returns they predict, over response tokens.
+        # Explained variance of the critic's values against the returns they predict, over every rank's response
+        # tokens: from summed moments, since the ranks hold different numbers of tokens (a gather of the tokens
+        # themselves would be a collective of unequal sizes).
         m = mask.bool()
-        v, r = gather(values[m]), gather(returns[m])
-        var_r = r.var()
-        self._metrics["value/explained_variance"].append((1 - (r - v).var() / var_r).item() if var_r > 0 else 0.0)
+        r, e = returns[m].float(), (returns - values)[m].float()
+        sums = torch.stack([r.sum(), (r * r).sum(), e.sum(), (e * e).sum(), r.new_tensor(float(r.numel()))])
+        r_sum, r_square, e_sum, e_square, count = self.accelerator.reduce(sums, reduction="sum").tolist()
+        count = max(count, 1.0)
+        var_r = r_square / count - (r_sum / count) ** 2
+        var_e = e_square / count - (e_sum / count) ** 2
+        self._metrics["value/explained_variance"].append(1 - var_e / var_r if var_r > 1e-12 else 0.0)
 
     # --------------------------------------------------------------------------------------------- update
 

@@ -16,6 +16,7 @@ def run_reward(config: AlignRewardConfig, resume: bool = False, progress: bool =
     from align.data.reward_pairs import RewardCollator, load_reward_data
     from align.data.reward_prompts import resolve_reward_prompt
     from align.models.scalar_head import ScalarHeadModel
+    from align.models.zero3_images import refuse_uncovered_image_mix
     from align.train.reward.trainer import RewardModelTrainer, pair_accuracy
     from align.train.run_config import apply_policy_and_report
 
@@ -32,6 +33,8 @@ def run_reward(config: AlignRewardConfig, resume: bool = False, progress: bool =
     if cfg.eval_data:
         eval_data = load_reward_data(cfg.eval_data, processor, family, cfg.image_root, prompt, cfg.fact_captions,
                                      cfg.max_length, cfg.too_long, cfg.seed)
+    for checked in (data, eval_data or ()):
+        refuse_uncovered_image_mix(checked, family)
     title = f"reward: {family}, train={cfg.train}, {len(data)} pairs"
     backbone = apply_policy_and_report(backbone, family, cfg, cfg.train, title, show=run.show)
     model = ScalarHeadModel(backbone, family, {

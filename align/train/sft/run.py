@@ -94,6 +94,7 @@ def train_stage(plan: StagePlan, model_path: str, resume: bool, progress: bool, 
 
     from align.data.collate import ConversationCollator, ConversationEncoder
     from align.models.families import FAMILIES, get_family
+    from align.models.zero3_images import refuse_uncovered_image_mix
     from align.train.run_config import apply_policy_and_report
     from align.train.sft.data import load_sft_data
     from align.train.sft.trainer import AlignSFTTrainer
@@ -106,6 +107,7 @@ def train_stage(plan: StagePlan, model_path: str, resume: bool, progress: bool, 
     # Rows are checked (images, lengths, assistant turns) before anything trains or is written.
     data = load_sft_data(cfg.data, processor, family, cfg.image_root, cfg.max_length, cfg.too_long,
                          cfg.grounding_format, cfg.task_identifier, progress=run.show)
+    refuse_uncovered_image_mix(data, family)
     title = f"stage {plan.index}/{n_stages} '{plan.name}': {family}, train={policy}, {len(data)} rows"
     if data.dropped:
         title += f" ({data.dropped} too long, dropped)"
