@@ -107,8 +107,10 @@ def load_starting_model(path: str, cfg):
     from align.models.families import family_of
     from align.models.load import load_model_and_processor
     from align.models.zero3_images import encode_images_on_every_rank, zero3_partitioned_run
+    from align.train.common import keep_used_weight_conversions
 
     model, processor = load_model_and_processor(path, dtype=cfg.dtype, attn_implementation=cfg.attn_implementation)
+    keep_used_weight_conversions(model)  # every save, checkpoints included, keys the weights as the loaded file did
     family = family_of(model.config)
     if zero3_partitioned_run():  # micro-batches without images must not leave a rank out of the vision collectives
         encode_images_on_every_rank(model, processor, family)
