@@ -58,7 +58,7 @@ from align.data import shapes_vocab as vocab
 from align.data.messages import IMAGE_TOKEN
 from align.data.nouns import article
 from align.data.shapes import world_seed
-from align.errors import DataError, lookup
+from align.errors import ConfigError, DataError, lookup
 
 Box = tuple[Fraction, Fraction, Fraction, Fraction]
 Size = tuple[int, int]
@@ -192,6 +192,31 @@ def _plain(phrase: str) -> str:
     return phrase
 
 
+# Readers: every box a model wrote in a family's convention, back in pixels of the image (floats). Each is the
+# inverse of the writer above up to its rounding (one unit of the family's scale).
+_DECIMAL = r"(\d+(?:\.\d+)?)"
+_SHIKRA_BOX = re.compile(r",\s*".join([_DECIMAL] * 4))  # inside [...], several joined by ';'
+_SHIKRA_GROUP = re.compile(r"\[([^\[\]]*)\]")
+_QWEN_BOX = re.compile(r"<box>\s*\(\s*(\d+)\s*,\s*(\d+)\s*\)\s*,\s*\(\s*(\d+)\s*,\s*(\d+)\s*\)\s*</box>")
+_MINIGPT_BOX = re.compile(r"\{\s*<(\d+)>\s*<(\d+)>\s*<(\d+)>\s*<(\d+)>\s*\}")
+_FERRET_BOX = re.compile(r"\[\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*\]")
+
+
+def _scaled(match, size: Size, scale: float) -> tuple[float, float, float, float]:
+    w, h = size
+    x0, y0, x1, y1 = (float(v) for v in match)
+    return x0 * w / scale, y0 * h / scale, x1 * w / scale, y1 * h / scale
+
+
+def _read_shikra(text: str, size: Size) -> list:
+    return [_scaled(m.groups(), size, 1.0) for group in _SHIKRA_GROUP.finditer(text)
+            for m in _SHIKRA_BOX.finditer(group.group(1))]
+
+
+def _reader(pattern: re.Pattern, scale: float) -> Callable[[str, Size], list]:
+    return lambda text, size: [_scaled(m.groups(), size, scale) for m in pattern.finditer(text)]
+
+
 @dataclass(frozen=True)
 class GroundingFormat:
     """How one family writes a referred phrase and a group of adjacent boxes."""
@@ -200,6 +225,8 @@ class GroundingFormat:
     boxes: Callable[[list[Box], Size], str] | None  # None: the family has no grounding; boxes are dropped
     ref_box_sep: str = ""  # written between a phrase and the box right after it
     help: str = ""
+    # Every box in a model's text -> [(x0, y0, x1, y1)] in pixels of an image of `size` (None: no grounding).
+    read: Callable[[str, Size], list] | None = None
 
     def __call__(self, text: str, image_size: Size | None, **where: Any) -> str:
         """Render the markup in `text` for an image of `image_size` (w, h); see `render_grounding`."""
@@ -238,14 +265,28 @@ def _at_line_start(out: list[str]) -> bool:
 
 
 GROUNDING_FORMATS: dict[str, GroundingFormat] = {
-    "shikra": GroundingFormat(_plain, _shikra_boxes, help="[x0,y0,x1,y1] in [0,1], 3 decimals, after the phrase"),
+    "shikra": GroundingFormat(_plain, _shikra_boxes, help="[x0,y0,x1,y1] in [0,1], 3 decimals, after the phrase",
+                              read=_read_shikra),
     "qwen": GroundingFormat(lambda p: f"<ref>{p}</ref>", _qwen_boxes,
-                            help="<ref>phrase</ref><box>(x0,y0),(x1,y1)</box>, integers in [0,1000)"),
+                            help="<ref>phrase</ref><box>(x0,y0),(x1,y1)</box>, integers in [0,1000)",
+                            read=_reader(_QWEN_BOX, 1000)),
     "minigptv2": GroundingFormat(lambda p: f"<p>{p}</p>", _minigpt_boxes, " ",
-                                 help="<p>phrase</p> {<x0><y0><x1><y1>}, integers 0..100"),
-    "ferret": GroundingFormat(_plain, _ferret_boxes, " ", help="phrase [x0, y0, x1, y1], integers 0..999"),
+                                 help="<p>phrase</p> {<x0><y0><x1><y1>}, integers 0..100",
+                                 read=_reader(_MINIGPT_BOX, 100)),
+    "ferret": GroundingFormat(_plain, _ferret_boxes, " ", help="phrase [x0, y0, x1, y1], integers 0..999",
+                              read=_reader(_FERRET_BOX, 1000)),
     "none": GroundingFormat(_plain, None, help="phrases as plain text, boxes dropped (no grounding)"),
 }
+
+
+def read_boxes(text: str, fmt: str, image_size: Size) -> list[tuple[float, float, float, float]]:
+    """Every box `text` writes in grounding format `fmt`, as (x0, y0, x1, y1) in pixels of an image of
+    `image_size` (w, h), in the order written; [] when it writes none. A format without boxes is a ConfigError."""
+    grounding = lookup(GROUNDING_FORMATS, "grounding format", fmt)
+    if grounding.read is None:
+        raise ConfigError(f"grounding format '{fmt}' writes no boxes; use one of "
+                          f"{', '.join(k for k, v in GROUNDING_FORMATS.items() if v.read)}")
+    return grounding.read(text, _check_size(image_size))
 
 
 def _check_size(image_size: Any) -> Size | None:

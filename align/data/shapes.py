@@ -527,6 +527,7 @@ def _write_json(path: Path, payload: Any) -> None:
 def generate_shapes_world(config: ShapesConfig, out: str | Path) -> dict[str, int]:
     """Write the whole shapes world to `out` atomically; return its counts."""
     from align.data.io import write_dataset_json, write_jsonl
+    from align.data.shapes_tasks import rl_task_rows
     from align.files import atomic_output_dir
     from align.resolve import config_to_dict
 
@@ -554,6 +555,9 @@ def generate_shapes_world(config: ShapesConfig, out: str | Path) -> dict[str, in
         _write_json(folder / files["world"], _world(config, prior, sources, bait, eval_frequency, cooc))
         probe_counts = _write_probes(folder, config, sources, [q for s in POPE_STRATEGIES for q in pope[s]])
         files.update({name: f"{name}.jsonl" for name in probe_counts})
+        rl_counts = {stem: write_jsonl(folder / f"{stem}.jsonl", rows)
+                     for stem, rows in rl_task_rows(sources, config.seed).items()}
+        files.update({stem: f"{stem}.jsonl" for stem in rl_counts})
 
         counts = {
             "images": len(sources),
@@ -564,6 +568,7 @@ def generate_shapes_world(config: ShapesConfig, out: str | Path) -> dict[str, in
             **{f"pope_{s}": len(pope[s]) for s in POPE_STRATEGIES},
             "pope_all": sum(len(q) for q in pope.values()),
             **probe_counts,
+            **rl_counts,
         }
         write_dataset_json(folder, kind="shapes", counts=counts, settings=config_to_dict(config), files=files)
     return counts
