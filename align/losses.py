@@ -513,3 +513,61 @@ def ppo_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torc
     loss = 0.5 * masked_mean(torch.maximum(unclipped_error, clipped_error), mask, token_count)
     clipfrac = masked_mean((clipped_error > unclipped_error).to(loss.dtype), mask).detach()
     return PPOValueLoss(loss, clipfrac)
+
+
+# ------------------------------------------------------------------------------------ GRPO group advantages
+
+REWARD_AGGREGATIONS = ("sum_then_normalize", "normalize_then_sum")
+
+
+def _nanstd(values: torch.Tensor, dim: int | None = None, keepdim: bool = False) -> torch.Tensor:
+    """Sample standard deviation (N - 1) ignoring NaN; NaN where fewer than two values are set."""
+    mean = torch.nanmean(values, dim=dim, keepdim=True)
+    count = (~torch.isnan(values)).sum(dim=dim, keepdim=True)
+    square = torch.nansum((values - mean) ** 2, dim=dim, keepdim=True)
+    std = torch.where(count > 1, (square / (count - 1).clamp(min=1)).sqrt(), torch.full_like(square, float("nan")))
+    return std if keepdim or dim is None else std.squeeze(dim)
+
+
+class GroupAdvantages(NamedTuple):
+    advantages: torch.Tensor  # [N]: 0 for a completion no reward function scored
+    rewards: torch.Tensor  # [N] weighted sum of the functions' rewards; NaN where none scored
+    zero_std: torch.Tensor  # [N] bool: its group (or batch) gives no signal: one reward for all, or < 2 scored
+
+
+def group_advantages(rewards_per_func: torch.Tensor, weights: torch.Tensor, num_generations: int,
+                     scale: str = "group", aggregation: str = "sum_then_normalize",
+                     eps: float = 1e-4) -> GroupAdvantages:
+    """GRPO's advantages of N = groups x num_generations completions, consecutive completions of one prompt forming
+    a group, from rewards_per_func [N, F] (NaN: that function did not score that completion) and weights [F].
+
+    sum_then_normalize (GRPO): r = sum_f w_f r_f; A = (r - mean of r over the group) / (std + eps), the std that of
+    the group (scale "group"), of the whole batch ("batch"), or no division ("none", Dr. GRPO).
+    normalize_then_sum (GDPO): each function's rewards are normalised within the group first, weighted and summed,
+    and the sum is normalised over the batch. Standard deviations are the sample ones (N - 1), NaN values left out.
+    """
+    n, f = rewards_per_func.shape
+    unscorable = torch.isnan(rewards_per_func).all(dim=1)  # [N]
+    if aggregation == "sum_then_normalize":
+        rewards = (rewards_per_func * weights.unsqueeze(0)).nansum(dim=1).masked_fill(unscorable, float("nan"))
+        grouped = rewards.view(-1, num_generations)  # [G, num_generations]
+        mean = torch.nanmean(grouped, dim=1).repeat_interleave(num_generations)
+        if scale == "batch":
+            std = _nanstd(rewards).expand_as(rewards)
+        elif num_generations > 1:
+            std = _nanstd(grouped, dim=1).repeat_interleave(num_generations)
+        else:
+            std = torch.zeros_like(rewards)
+        advantages = rewards - mean
+        if scale != "none":
+            advantages = advantages / (std + eps)
+    elif aggregation == "normalize_then_sum":
+        grouped = rewards_per_func.view(-1, num_generations, f)
+        per_func = (grouped - torch.nanmean(grouped, dim=1, keepdim=True)) / (_nanstd(grouped, dim=1, keepdim=True) + eps)
+        rewards = (per_func.view(n, f) * weights.unsqueeze(0)).nansum(dim=1).masked_fill(unscorable, float("nan"))
+        std = _nanstd(rewards).expand_as(rewards)
+        advantages = (rewards - torch.nanmean(rewards)) / (std + eps)
+    else:
+        raise ValueError(f"aggregation must be one of {', '.join(REWARD_AGGREGATIONS)}, got {aggregation!r}")
+    zero_std = torch.isclose(torch.nan_to_num(std, nan=0.0), torch.zeros_like(std))
+    return GroupAdvantages(torch.nan_to_num(advantages, nan=0.0), rewards, zero_std)

@@ -98,6 +98,20 @@ TRAINING_RANGES: dict[str, Range] = {
     "length_budget": AT_LEAST_ONE,
 }
 
+# GRPO (TRL's GRPOConfig): beta 0 turns the KL term off, its default.
+GRPO_RANGES: dict[str, Range] = {
+    **TRAINING_RANGES,
+    "beta": NON_NEGATIVE,
+    "num_iterations": AT_LEAST_ONE,
+    "max_completion_length": AT_LEAST_ONE,
+    "epsilon": POSITIVE,
+    "epsilon_high": POSITIVE,
+    "top_k": NON_NEGATIVE,
+    "repetition_penalty": POSITIVE,
+    "top_entropy_quantile": Range(0, 1, low_open=True),
+    "reward_model_weight": Range(),
+}
+
 
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)

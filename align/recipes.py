@@ -22,6 +22,7 @@ RECIPE_KINDS: dict[str, str] = {
     "dpo": "align.train.dpo.settings:AlignDPOConfig",
     "reward": "align.train.reward.settings:AlignRewardConfig",
     "ppo": "align.train.ppo.settings:AlignPPOConfig",
+    "grpo": "align.train.grpo.settings:AlignGRPOConfig",
     "pairs": "data_builders:config_for_recipe",
     "iterate": "align.iterate.settings:IterateConfig",
 }

@@ -43,6 +43,12 @@ OverwriteOpt = Annotated[
                                            "folder without align's records).")
 ]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in output_dir.")]
+# The RL commands' rewards (align ppo, align grpo).
+RewardModelOpt = Annotated[Path | None, typer.Option("--reward-model", help="Reward model folder from `align reward`.")]
+RewardFuncOpt = Annotated[
+    list[str] | None, typer.Option("--reward-func", help="Python reward callable by dotted path (repeatable).")
+]
+PolicyOutOpt = Annotated[Path | None, typer.Option("--output-dir", "-o", help="Where the policy is written.")]
 
 
 def run_training(config_class: type, run, recipe: Path | None, flags: dict, overrides: list[str] | None,

@@ -17,6 +17,7 @@ from align.cli import (
     data,
     dpo,
     eval,
+    grpo,
     iterate,
     models,
     plan,
@@ -30,7 +31,7 @@ from align.cli import (
 app = typer.Typer(
     name="align",
     help="Preference alignment of multimodal LLMs against hallucination: build pairs, SFT, DPO variants, "
-    "reward/PPO, hallucination benchmarks.",
+    "reward/PPO/GRPO, hallucination benchmarks.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -64,6 +65,7 @@ app.command(name="sft")(sft.sft)
 app.command(name="dpo")(dpo.dpo)
 app.command(name="reward")(reward.reward)
 app.command(name="ppo")(ppo.ppo)
+app.command(name="grpo")(grpo.grpo)
 app.command(name="iterate")(iterate.iterate)
 app.command(name="validate")(validate.validate)
 app.command(name="quickstart")(quickstart.quickstart)

@@ -13,7 +13,10 @@ from align.cli._options import (
     ImageRootOpt,
     OverridesArg,
     OverwriteOpt,
+    PolicyOutOpt,
     ResumeOpt,
+    RewardFuncOpt,
+    RewardModelOpt,
     TrainOpt,
     run_training,
 )
@@ -23,14 +26,9 @@ def ppo(
     config: ConfigOpt = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Policy checkpoint (the SFT model).")] = None,
     data: Annotated[Path | None, typer.Option("--data", "-d", help="Prompt records or SFT records.")] = None,
-    reward_model: Annotated[
-        Path | None, typer.Option("--reward-model", help="Reward model folder from `align reward`.")
-    ] = None,
-    reward_funcs: Annotated[
-        list[str] | None, typer.Option("--reward-func", help="Python reward callable by dotted path (repeatable).")
-    ] = None,
-    output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Where the policy is written.")]
-    = None,
+    reward_model: RewardModelOpt = None,
+    reward_funcs: RewardFuncOpt = None,
+    output_dir: PolicyOutOpt = None,
     train: TrainOpt = None,
     deepspeed: DeepSpeedOpt = None,
     image_root: ImageRootOpt = None,

@@ -20,18 +20,13 @@ from typing import Any
 from align.data import shapes_vocab as vocab
 
 _WORD = re.compile(r"[a-z]+")
-_NUMBERS = {word: n for n, word in vocab.NUMBER_WORDS.items()} | {"a": 1, "an": 1, "single": 1}
-_POSITIONS = sorted(vocab.POSITION_PHRASES, key=lambda p: -len(p.split()))
+_NUMBERS = vocab.NUMBERS | {"a": 1, "an": 1, "single": 1}
 
 
 def _position_after(words: list[str], start: int) -> str | None:
-    """The cell named by the first position phrase after word `start` (longest phrase first)."""
-    for i in range(start, len(words)):
-        for phrase in _POSITIONS:
-            parts = phrase.split()
-            if words[i:i + len(parts)] == parts:
-                return vocab.POSITION_PHRASES[phrase]
-    return None
+    """The cell named by the first position phrase from word `start` on."""
+    found = vocab.position_at(words, start)
+    return found[2] if found else None
 
 
 def answer(question: str, objects: Sequence[Mapping[str, Any]]) -> bool:

@@ -31,9 +31,7 @@ from align.data import shapes_vocab as vocab
 
 _SENTENCE = re.compile(r"[^.!?;\n]*[.!?;]?\n?")
 _WORD = re.compile(r"[A-Za-z]+|\d+")
-_NUMBERS = {word: n for n, word in vocab.NUMBER_WORDS.items()}
 _ARTICLES = {"a": 1, "an": 1}
-_POSITIONS = sorted(vocab.POSITION_PHRASES, key=lambda p: -len(p.split()))
 _WINDOW = 4  # words before a shape noun that may hold its count, colour and size ("two large red circles")
 
 
@@ -61,7 +59,7 @@ class _Mention:
 
 def _number(word: str) -> int | None:
     word = word.lower()
-    return int(word) if word.isdigit() else _NUMBERS.get(word)
+    return int(word) if word.isdigit() else vocab.NUMBERS.get(word)
 
 
 def _mentions(words: list[_Word]) -> list[_Mention]:
@@ -95,17 +93,8 @@ def _mentions(words: list[_Word]) -> list[_Mention]:
             elif word in ("no", "not"):
                 mention.negated = True
         ceiling = found[k + 1][0] if k + 1 < len(found) else len(lower)
-        mention.position = _position(lower, last, ceiling)
+        mention.position = vocab.position_at(lower, last, ceiling)
     return [m for _, _, m in found]
-
-
-def _position(lower: list[str], start: int, stop: int) -> tuple[int, int, str] | None:
-    for i in range(start, stop):
-        for phrase in _POSITIONS:
-            parts = phrase.split()
-            if lower[i:i + len(parts)] == parts and i + len(parts) <= stop:
-                return i, i + len(parts), vocab.POSITION_PHRASES[phrase]
-    return None
 
 
 def _replace_word(words: list[_Word], index: int, text: str) -> list[tuple[int, int, str]]:

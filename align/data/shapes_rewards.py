@@ -33,8 +33,6 @@ from align.data.messages import completion_text
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
 _FORMAT = re.compile(r"\s*<think>.*?</think>\s*<answer>.*?</answer>\s*", re.DOTALL | re.IGNORECASE)
 _TOKEN = re.compile(r"[a-z]+|\d+")
-_NUMBERS = {word: n for n, word in vocab.NUMBER_WORDS.items()}
-_POSITIONS = sorted(vocab.POSITION_PHRASES, key=lambda p: -len(p.split()))  # "top left" before "top"
 # Formats tried, in this order, when a row does not name its own: the first that finds a box is read.
 # qwen's <box> and minigptv2's {<..>} cannot be mistaken; ferret's integers are tried before shikra's decimals.
 _DETECT_ORDER = ("qwen", "minigptv2", "ferret", "shikra")
@@ -65,8 +63,8 @@ def first_number(completion: Any) -> int | None:
     for i, word in enumerate(words):
         if word.isdigit():
             return int(word)
-        if word in _NUMBERS:
-            return _NUMBERS[word]
+        if word in vocab.NUMBERS:
+            return vocab.NUMBERS[word]
         if word in ("no", "none") and (word == "none" or (i + 1 < len(words) and _is_shape(words[i + 1]))):
             return 0
     return None
@@ -86,13 +84,8 @@ def first_color(completion: Any) -> str | None:
 
 def first_position(completion: Any) -> str | None:
     """The cell of the first position phrase (longest phrase first at each word: "top left" is top-left)."""
-    words = _tokens(completion)
-    for i in range(len(words)):
-        for phrase in _POSITIONS:
-            parts = phrase.split()
-            if words[i:i + len(parts)] == parts:
-                return vocab.POSITION_PHRASES[phrase]
-    return None
+    found = vocab.position_at(_tokens(completion))
+    return found[2] if found else None
 
 
 def first_yes_no(completion: Any) -> str | None:
@@ -167,3 +160,11 @@ def answer_format(prompts: list, completions: list, **_: Any) -> list[float]:
     """1.0 for `<think>...</think>` followed by `<answer>...</answer>` and nothing else (R1 / Visual-RFT)."""
     return [1.0 if _FORMAT.fullmatch(c if isinstance(c, str) else completion_text(c)) else 0.0
             for c in completions]
+
+
+# The prompt-row columns each reward needs on every row (the RL trainers check them before training; an optional
+# column such as grounding_iou's `grounding_format` is not listed).
+for _reward, _columns in ((count, ("answer",)), (color, ("answer",)), (position, ("answer",)),
+                          (existence, ("answer",)), (grounding_iou, ("box", "image_size")), (answer_format, ())):
+    _reward.reads = _columns
+del _reward, _columns

@@ -8,6 +8,7 @@ One row per image and task, as prompt records (`id`, `images`, `prompt`) plus th
 | `rl_count.jsonl` | How many circles are there in the image? (every fourth image asks for an absent class: 0) | `answer` (int) | `count` |
 | `rl_color.jsonl` | What color is the heart? (a class the image holds once; images without one are skipped) | `answer` | `color` |
 | `rl_grounding.jsonl` | Where is the red circle? Give its bounding box. (a colour and class the image holds once) | `box` [x0, y0, x1, y1] pixels, `image_size` [w, h] | `grounding_iou` |
+| `rl_caption.jsonl` | Describe this image in detail. | `objects` (the image's objects: name, color, size, cell, ...) | `align.eval.shapes_chair:claim_reward` |
 
 Every row also has `task`. Rows come from the train images (`rl_<task>.jsonl`) and the eval images
 (`rl_<task>_eval.jsonl`, for held-out reward). Questions are drawn from the world's seed, per task and image, so
@@ -27,6 +28,7 @@ from align.seeds import derive_seed
 GROUNDING_PROMPT = "Where is the {color} {name}? Give its bounding box."
 COLOR_PROMPT = "What color is the {name}?"
 COUNT_PROMPT = "How many {plural} are there in the image?"
+CAPTION_PROMPT = "Describe this image in detail."  # the world's chair_questions.jsonl asks the same
 ABSENT_EVERY = 4  # every fourth count question asks for a class the image does not hold
 
 
@@ -67,10 +69,15 @@ def grounding_row(source: Mapping[str, Any], index: int, rng: random.Random) -> 
                 box=[int(c) for c in obj["bbox"]], image_size=[int(s) for s in source["size"]])
 
 
+def caption_row(source: Mapping[str, Any], index: int, rng: random.Random) -> dict[str, Any]:
+    return _row(source, "caption", CAPTION_PROMPT, objects=[dict(o) for o in source["objects"]])
+
+
 TASKS: dict[str, Callable[[Mapping[str, Any], int, random.Random], dict[str, Any] | None]] = {
     "count": count_row,
     "color": color_row,
     "grounding": grounding_row,
+    "caption": caption_row,
 }
 
 

@@ -116,6 +116,20 @@ NUMBER_WORDS: dict[int, str] = {
     0: "zero", 1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six",
     7: "seven", 8: "eight", 9: "nine", 10: "ten", 11: "eleven", 12: "twelve",
 }
+NUMBERS: dict[str, int] = {word: n for n, word in NUMBER_WORDS.items()}  # number word -> n
+_POSITIONS_LONGEST_FIRST = sorted(POSITION_PHRASES, key=lambda p: -len(p.split()))
+
+
+def position_at(words: list[str], start: int = 0, stop: int | None = None) -> tuple[int, int, str] | None:
+    """The first position phrase in lower-case `words[start:stop]`, the longest phrase first at each word ("top
+    left" is top-left, not top): (first word, last word + 1, cell), or None."""
+    stop = len(words) if stop is None else stop
+    for i in range(start, stop):
+        for phrase in _POSITIONS_LONGEST_FIRST:
+            parts = phrase.split()
+            if words[i:i + len(parts)] == parts and i + len(parts) <= stop:
+                return i, i + len(parts), POSITION_PHRASES[phrase]
+    return None
 
 _SINGULAR_WORDS = frozenset(SYNONYMS) | frozenset(w for phrase in PHRASES for w in phrase.split())
 

@@ -150,6 +150,34 @@ def caption_claims(caption: str, objects: Sequence[dict[str, Any]], vocab: Chair
     return claims
 
 
+def caption_claim_score(caption: str, objects: Sequence[dict[str, Any]]) -> int:
+    """Correct mentions minus wrong claims: the classes the caption names that the image holds (each once), minus
+    the classes it names that the image does not hold, minus its colour, count and position claims that the
+    objects contradict."""
+    vocab = shapes_chair_vocab()
+    named = {m.object for m in caption_to_objects(caption, vocab).mentions}
+    present = {o["name"] for o in objects}
+    claims = caption_claims(caption, objects, vocab)
+    wrong = sum(not ok for ok in (*claims.color, *claims.count, *claims.position))
+    return len(named & present) - len(named - present) - wrong
+
+
+def claim_reward(prompts: list, completions: list, objects: Sequence | None = None, **_: Any) -> list[float]:
+    """`caption_claim_score` of each completion against its row's `objects` (the shapes world's rl_caption.jsonl
+    rows carry them): a reward for `align grpo` / `align ppo` that pays for every true mention and charges for
+    every hallucinated object or attribute."""
+    from align.data.shapes_rewards import answer_text
+
+    if objects is None:
+        raise ValueError("needs the prompt rows' 'objects' column (the shapes world's rl_caption.jsonl)")
+    if len(objects) != len(completions):
+        raise ValueError(f"got {len(objects)} 'objects' values for {len(completions)} completions")
+    return [float(caption_claim_score(answer_text(c), o)) for c, o in zip(completions, objects, strict=True)]
+
+
+claim_reward.reads = ("objects",)  # the column the RL trainers check on every prompt row before training
+
+
 # ------------------------------------------------------------------------------------------- inputs
 
 

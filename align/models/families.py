@@ -48,6 +48,9 @@ class Family:
     # InstructBLIP, Kosmos-2) or whose forward edits the logits (Chameleon masks its image-code tokens) take the
     # log-probs from the model's own logits instead (align.models.lm_head).
     fused_lm_head: bool = True
+    # `pixel_values` holds one row per image placeholder token of the batch's input_ids, rows of all examples
+    # concatenated (Fuyu's patches): a row's pixels are as many as its placeholders.
+    pixels_per_placeholder: bool = False
     fix_processor_path: str | None = None  # "module:function" applied to every loaded processor
     fix_model_path: str | None = None  # "module:function" applied to every loaded model
     # What the family's own papers train in instruction tuning; `align sft` uses it when no policy is given.
@@ -207,6 +210,7 @@ FAMILIES: dict[str, Family] = {
                 "lm_head": ("lm_head",),
             },
             template_places_images=False,
+            pixels_per_placeholder=True,
             fix_processor_path="align.models.patches:patch_fuyu_processor",
             groups={"projector": ("model.vision_embed_tokens",)},
             not_applicable={

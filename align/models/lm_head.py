@@ -8,6 +8,7 @@ those, `add_logits_log_probs_head` gives the same call and output type, computed
 
 from __future__ import annotations
 
+import functools
 import types
 from typing import Any
 
@@ -62,7 +63,9 @@ def add_logits_log_probs_head(model, temperature: float = 1.0,
         denominator = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
         return FusedCausalLMOutput(loss=-stats["log_probs"].sum() / denominator, **stats)
 
-    model.forward = types.MethodType(forward, model)
+    # The class forward's signature, as generate reads it to check its arguments (Chameleon's pixel_values reach
+    # the model only through **kwargs of prepare_inputs_for_generation).
+    model.forward = types.MethodType(functools.wraps(class_forward)(forward), model)
 
 
 def add_log_probs_head(model, family: str, **kwargs: Any) -> None:

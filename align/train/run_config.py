@@ -71,11 +71,12 @@ class RunFields:
         if isinstance(self.deepspeed, str):
             self.deepspeed = resolve_deepspeed(self.deepspeed)  # presets zero2 / zero3 / zero3_offload
 
-    def common_problems(self) -> list[str]:
-        """Problems every trainer config checks: numeric ranges (align.ranges), too_long, the train policy."""
+    def common_problems(self, ranges=None) -> list[str]:
+        """Problems every trainer config checks: numeric ranges (align.ranges; `ranges` replaces the default
+        TRAINING_RANGES), too_long, the train policy."""
         from align.ranges import TRAINING_RANGES, range_problems
 
-        problems = range_problems(self, TRAINING_RANGES)
+        problems = range_problems(self, TRAINING_RANGES if ranges is None else ranges)
         if self.too_long not in TOO_LONG:
             problems.append(f"too_long must be one of {', '.join(TOO_LONG)}, got '{self.too_long}'")
         problems += policy_problems(self.train, "train")
@@ -116,3 +117,34 @@ def apply_policy_and_report(model, family: str, cfg: RunFields, policy: str, tit
         table.title = title
         Console(stderr=True).print(table)
     return model
+
+
+@dataclass
+class RewardFields:
+    """The models and rewards of an RL run (`align ppo`, `align grpo`); mixed in before RunFields. The config
+    class also has `reward_weights` (PPO's own field, TRL's in GRPO)."""
+
+    ref_model: str | None = field(
+        default=None, metadata={"help": "Reference checkpoint; default: the adapter-disabled policy (LoRA) or a "
+                                        "frozen copy of `model`."})
+    reward_model: str | None = field(
+        default=None, metadata={"help": "Reward model folder written by `align reward` (its score joins the "
+                                        "reward funcs' with weight reward_model_weight)."})
+    reward_model_weight: float = field(default=1.0, metadata={"help": "Weight of the reward model's score."})
+    reward_funcs: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Python callables by dotted path ('pkg.mod.func' or 'pkg.mod:func') called as "
+                          "f(prompts=, completions=, **row_columns) -> one float per completion (TRL's reward "
+                          "function signature). Built in: align.data.shapes_rewards:count, color, position, "
+                          "existence, grounding_iou, answer_format; align.eval.shapes_chair:claim_reward."})
+
+    def reward_problems(self) -> list[str]:
+        problems = []
+        if not self.reward_model and not self.reward_funcs:
+            problems.append("no reward: set reward_model (a folder from `align reward`) and/or reward_funcs "
+                            "(dotted paths of Python callables)")
+        weights = getattr(self, "reward_weights", None)
+        if weights is not None and len(weights) != len(self.reward_funcs):
+            problems.append(f"reward_weights has {len(weights)} entries for {len(self.reward_funcs)} reward_funcs "
+                            "(the reward model's weight is reward_model_weight)")
+        return problems

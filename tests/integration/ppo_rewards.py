@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from align.train.ppo.rewards import completion_text
+from align.data.messages import completion_text
 
 
 def says_red(prompts, completions, **kw):

@@ -142,10 +142,11 @@ def test_resumed_ppo_ends_where_the_uninterrupted_run_ends(tiny_checkpoint, shap
             torch.testing.assert_close(again[key], whole[key], msg=f"{name}: {key}")
 
 
-@pytest.mark.parametrize("family", ["qwen2_vl", "idefics", "blip2"])
+@pytest.mark.parametrize("family", ["qwen2_vl", "idefics", "blip2", "fuyu", "chameleon"])
 def test_ppo_runs_on_other_families(tiny_checkpoint, shapes_world, run_cli, tmp_path, family):
-    """Qwen2-VL's flattened patches, IDEFICS' per-token image mask, BLIP-2's query tokens: rollouts are split into
-    minibatches and scored through each family's own inputs."""
+    """Qwen2-VL's flattened patches, IDEFICS' per-token image mask, BLIP-2's query tokens, Fuyu's pixel rows per
+    placeholder token, Chameleon's logits-based log-prob head under generate: rollouts are split into minibatches
+    and scored through each family's own inputs."""
     out = tmp_path / "ppo"
     result = run_cli("ppo", "--model", tiny_checkpoint(family), "--data", shapes_world / "sft.jsonl", "--reward-func",
                      "align.train.ppo.rewards:shapes_color", "--output-dir", out, "max_steps=2",

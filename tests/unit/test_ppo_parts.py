@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from align.errors import RewardError
-from align.train.ppo.rewards import call_reward_func, correctness_bonus, load_reward_funcs, shapes_color
-from align.train.ppo.rollout import response_mask, split_rows, stack_rows, training_sequences
+from align.train.ppo.rewards import correctness_bonus, shapes_color
+from align.train.rewards import call_reward_func, load_reward_funcs
+from align.train.rollout import response_mask, split_rows, stack_rows, training_sequences
 
 PAD, EOS = 0, 9
 
@@ -72,6 +73,16 @@ def test_split_rows_qwen_patches_follow_the_grid():
     rows = split_rows(batch, 2, [1, 1])
     assert rows[0]["pixel_values"].flatten().tolist() == [0, 1, 2, 3]
     assert rows[1]["pixel_values"].flatten().tolist() == [4, 5]
+
+
+def test_split_rows_fuyu_pixels_follow_each_rows_placeholders():
+    """Fuyu: one pixel row per image placeholder token (id 9 here), all examples' rows concatenated: 3 and 1."""
+    batch = {"input_ids": torch.tensor([[9, 9, 9, 5], [PAD, 9, 5, 6]]), "pixel_values": torch.arange(4).unsqueeze(1)}
+    rows = split_rows(batch, 2, [1, 1], placeholder_id=9)
+    assert rows[0]["pixel_values"].flatten().tolist() == [0, 1, 2]
+    assert rows[1]["pixel_values"].flatten().tolist() == [3]
+    with pytest.raises(ValueError, match="neither per row"):
+        split_rows(batch, 2, [1, 1])  # without the placeholder, 4 pixel rows fit neither 2 rows nor 2 images
 
 
 def test_idefics_image_attention_mask_follows_its_tokens():
@@ -136,7 +147,7 @@ def test_load_reward_funcs_accepts_both_path_forms_and_names_bad_ones():
     with pytest.raises(ConfigError, match="cannot import 'align.nowhere.f'"):
         load_reward_funcs(["align.nowhere.f"])
     with pytest.raises(ConfigError, match="is a tuple, not a callable"):
-        load_reward_funcs(["align.train.ppo.data:HIDDEN_COLUMNS"])
+        load_reward_funcs(["align.train.prompts:HIDDEN_COLUMNS"])
 
 
 def test_correctness_bonus_follows_llava_rlhf():

@@ -76,8 +76,8 @@ def test_same_config_gives_byte_identical_files(tmp_path):
     generate_shapes_world(config, tmp_path / "b")
     a, b = file_hashes(tmp_path / "a"), file_hashes(tmp_path / "b")
     # 12 PNGs + sources, sft, 4 POPE files, world.json, dataset.json, 5 probe files, 2 attribute POPE files, the
-    # ShapesCHAIR prompts and 6 RL task files (3 tasks, train and eval)
-    assert len(a) == 12 + 8 + 8 + 6
+    # ShapesCHAIR prompts and 8 RL task files (4 tasks, train and eval)
+    assert len(a) == 12 + 8 + 8 + 8
     assert a == b
 
 

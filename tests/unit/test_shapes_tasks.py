@@ -81,8 +81,22 @@ def test_the_true_answer_earns_the_full_reward(world):
 
 
 def test_rows_load_as_prompt_data_with_their_columns(world):
-    from align.train.ppo.data import load_prompt_data
+    from align.train.prompts import load_prompt_data
 
     prompts = load_prompt_data(world / "rl_grounding.jsonl")
     assert len(prompts) == len(read_jsonl(world / "rl_grounding.jsonl"))
     assert {"box", "image_size", "task"} <= set(prompts.records[0])
+
+
+def test_caption_rows_carry_the_objects_and_the_worlds_own_caption_scores_every_class(world):
+    """The world's template caption of an image is all true: the claim reward pays one per class it holds."""
+    from align.eval.shapes_chair import claim_reward
+
+    sources = _sources(world)
+    rows = read_jsonl(world / "rl_caption.jsonl") + read_jsonl(world / "rl_caption_eval.jsonl")
+    assert len(rows) == len(sources)
+    truths = [sources[r["id"].removesuffix("_caption")] for r in rows]
+    assert all(r["objects"] == s["objects"] and _question(r) == "Describe this image in detail." for r, s in
+               zip(rows, truths, strict=True))
+    scores = claim_reward([], [s["caption"] for s in truths], objects=[r["objects"] for r in rows])
+    assert scores == [float(len({o["name"] for o in s["objects"]})) for s in truths]

@@ -132,3 +132,60 @@ def test_loss_types_are_trls():
     source = inspect.getsource(dpo_trainer)
     listed = re.search(r"Unknown loss type: \{loss_type\}\. Should be one of \[(.*?)\]", source, re.S).group(1)
     assert tuple(re.findall(r"'(\w+)'", listed)) == TRL_LOSS_TYPES
+
+
+def _recorded_grpo():
+    """What AlignGRPOTrainer overrides on TRL's GRPOTrainer or relies on it to call."""
+    from trl import GRPOTrainer
+
+    return {
+        "GRPOTrainer.__init__": (GRPOTrainer.__init__,
+                                 "(self, model, reward_funcs=None, args=None, train_dataset=None, eval_dataset=None, "
+                                 "processing_class=None, reward_processing_classes=None, callbacks=None, "
+                                 "optimizers=(None, None), quantization_config=None, peft_config=None, tools=None, "
+                                 "rollout_func=None, environment_factory=None)"),
+        "GRPOTrainer._generate_and_score_completions": (GRPOTrainer._generate_and_score_completions,
+                                                        "(self, inputs)"),
+        "GRPOTrainer._get_per_token_logps_and_entropies": (
+            GRPOTrainer._get_per_token_logps_and_entropies,
+            "(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, compute_entropy=False, "
+            "compute_aux_loss=False, pixel_values=None, image_grid_thw=None, num_images=None, "
+            "pixel_attention_mask=None, spatial_shapes=None, num_tiles=None, image_sizes=None, token_type_ids=None, "
+            "mm_token_type_ids=None, image_position_ids=None)"),
+        "GRPOTrainer._compute_loss": (GRPOTrainer._compute_loss, "(self, model, inputs)"),
+        "GRPOTrainer._prepare_inputs": (GRPOTrainer._prepare_inputs, "(self, generation_batch)"),
+        "GRPOTrainer._set_signature_columns_if_needed": (GRPOTrainer._set_signature_columns_if_needed, "(self)"),
+        "GRPOTrainer._log_completion_extra": (GRPOTrainer._log_completion_extra, "(self, column, values)"),
+        "GRPOTrainer._log_metric": (GRPOTrainer._log_metric, "(self, name, value)"),
+    }
+
+
+@pytest.mark.parametrize("name", list(_recorded_grpo()))
+def test_grpo_signature_unchanged(name):
+    fn, recorded = _recorded_grpo()[name]
+    assert _shape(fn) == recorded, f"TRL changed {name}; see this module's docstring"
+
+
+def test_grpo_batch_contract_unchanged():
+    """What align's generation batch must hold is what TRL's loss and buffer read; the attributes align sets after
+    TRL's __init__ are the ones its loss reads."""
+    from trl import GRPOTrainer
+
+    loss = inspect.getsource(GRPOTrainer._compute_loss)
+    for needle in ('inputs["prompt_ids"], inputs["prompt_mask"]', 'inputs["completion_ids"], inputs["completion_mask"]',
+                   "per_token_logps, entropies, aux_loss = self._get_per_token_logps_and_entropies(",
+                   'advantages = inputs["advantages"]', 'old_per_token_logps = inputs.get("old_per_token_logps")',
+                   'ref_per_token_logps = inputs["ref_per_token_logps"]', 'inputs["num_items_in_batch"]',
+                   "if self.beta != 0.0:"):
+        assert needle in loss, f"GRPOTrainer._compute_loss no longer has {needle!r}"
+    prepare = inspect.getsource(GRPOTrainer._prepare_inputs)
+    for needle in ("generation_batch = self._generate_and_score_completions(generation_batch)",
+                   "generation_batch = shuffle_sequence_dict(generation_batch)",
+                   "split_tensor_dict(generation_batch, self.args.steps_per_generation)",
+                   "if self._step % generate_every == 0 or self._buffered_inputs is None:"):
+        assert needle in prepare, f"GRPOTrainer._prepare_inputs no longer has {needle!r}"
+    init = inspect.getsource(GRPOTrainer.__init__)
+    for needle in ("self.reward_weights = torch.", "self.beta = args.beta", "self.ref_model = None",
+                   'generation_kwargs["suppress_tokens"] = [model.config.image_token_id]',
+                   'model.add_adapter("ref", default_config)', "self._metrics = {"):
+        assert needle in init, f"GRPOTrainer.__init__ no longer has {needle!r}"

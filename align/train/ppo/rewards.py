@@ -1,75 +1,10 @@
-"""Rewards for `align ppo`: user callables (TRL's reward-function signature), LLaVA-RLHF's symbolic correctness
-bonus, the shapes world's colour reward, and the checks that stop a bad reward before it trains anything.
-
-A reward function is called as `f(prompts=[...], completions=[...], **columns)` with one entry per rollout:
-`prompts[i]` the prompt messages, `completions[i]` TRL's conversational form `[{"role": "assistant", "content":
-text}]`, and every extra column of the prompt rows (`reference`, `answer`, ...) as a list. It returns one number
-per completion.
+"""PPO's own reward terms: LLaVA-RLHF's symbolic correctness bonus, and the shapes world's colour reward under the
+name PPO's recipe uses (loading and calling reward functions is shared: align.train.rewards).
 """
 
 from __future__ import annotations
 
-import math
-import re
-from collections.abc import Callable, Sequence
 from typing import Any
-
-from align.errors import ConfigError, RewardError
-
-
-def load_reward_funcs(paths: Sequence[str]) -> list[tuple[str, Callable]]:
-    """(name, callable) for each dotted path; an unimportable or non-callable path is a ConfigError."""
-    from align.registry import import_object
-
-    funcs = []
-    for path in paths:
-        try:
-            func = import_object(path)
-        except (ImportError, AttributeError, ValueError) as exc:
-            raise ConfigError(f"reward_funcs: cannot import '{path}' ({type(exc).__name__}: {exc})") from None
-        if not callable(func):
-            raise ConfigError(f"reward_funcs: '{path}' is a {type(func).__name__}, not a callable")
-        funcs.append((path, func))
-    return funcs
-
-
-def call_reward_func(name: str, func: Callable, prompts: list, completions: list[str],
-                     columns: dict[str, list], batch: int) -> list[float]:
-    """The function's rewards for one rollout batch, checked: it must return one finite number per completion."""
-    conversational = [[{"role": "assistant", "content": text}] for text in completions]
-    try:
-        out = func(prompts=prompts, completions=conversational, **columns)
-    except Exception as exc:  # noqa: BLE001 - any failure of user code is reported, named, and stops the run
-        raise RewardError(f"reward function '{name}' raised {type(exc).__name__}: {exc} (rollout batch {batch})") \
-            from exc
-    try:
-        values = [float(v) for v in out]
-    except (TypeError, ValueError):
-        raise RewardError(f"reward function '{name}' must return a list of numbers, got {type(out).__name__} "
-                          f"(rollout batch {batch})") from None
-    if len(values) != len(completions):
-        raise RewardError(f"reward function '{name}' returned {len(values)} rewards for {len(completions)} "
-                          f"completions (rollout batch {batch}); return one per completion")
-    check_finite(name, values, batch)
-    return values
-
-
-def check_finite(name: str, values: Sequence[float], batch: int) -> None:
-    bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
-    if bad:
-        raise RewardError(f"{name} gave {values[bad[0]]} for completion {bad[0]} of rollout batch {batch} "
-                          f"({len(bad)} non-finite of {len(values)}); rewards must be finite numbers")
-
-
-def completion_text(completion: Any) -> str:
-    """A completion as TRL passes it (string or [{"role": "assistant", "content": ...}]) -> its text."""
-    if isinstance(completion, str):
-        return completion
-    content = completion[-1]["content"]
-    if isinstance(content, str):
-        return content
-    return " ".join(part.get("text", "") for part in content if part.get("type") == "text")
-
 
 # ------------------------------------------------------------------- LLaVA-RLHF's symbolic correctness bonus
 
@@ -105,21 +40,14 @@ def correctness_bonus(text: str, caption_type: Any) -> float:
     return 0.0
 
 
-# --------------------------------------------------------------------------------- shapes world rewards
-
-_WORD = re.compile(r"[a-z]+")
-
-
 def shapes_color(prompts: list, completions: list, reference: list[str] | None = None, **_: Any) -> list[float]:
-    """+1 when the answer's first colour word is the asked shape's true colour (`reference`, the shapes world's
-    exact answer, e.g. "Red"), else 0: naming every colour does not pay."""
-    from align.data.shapes_vocab import COLORS
+    """align.data.shapes_rewards.color on the `reference` column (SFT colour QA rows' answers, e.g. "Red"): +1 when
+    the answer's first colour word is the asked shape's true colour, else 0; naming every colour does not pay."""
+    from align.data.shapes_rewards import color
 
     if reference is None:
         raise ValueError("shapes_color needs the rows' true answers in a 'reference' column (SFT colour QA rows)")
-    rewards = []
-    for completion, truth in zip(completions, reference, strict=True):
-        words = _WORD.findall(completion_text(completion).lower())
-        named = next((w for w in words if w in COLORS), None)
-        rewards.append(1.0 if named is not None and named == str(truth).strip().lower() else 0.0)
-    return rewards
+    return color(prompts, completions, answer=reference)
+
+
+shapes_color.reads = ("reference",)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from align.errors import ConfigError, ModelError
+from align.errors import ModelError
 from align.train.ppo.settings import AlignPPOConfig
 from align.train.run_state import no_empty_output_on_failure
 from align.train.skeleton import TrainingRun, load_starting_model, loadable
@@ -20,9 +20,9 @@ def run_ppo(config: AlignPPOConfig, resume: bool = False, progress: bool = True)
     from align.data.collate import ConversationEncoder
     from align.data.reward_prompts import read_fact_captions
     from align.models.zero3_images import refuse_uncovered_image_mix
-    from align.train.ppo.data import check_prompt_lengths, load_prompt_data
-    from align.train.ppo.rewards import load_reward_funcs
     from align.train.ppo.trainer import ActorCritic, AlignPPOTrainer
+    from align.train.prompts import check_prompt_lengths, load_prompt_data
+    from align.train.rewards import load_reward_funcs, load_reward_model
     from align.train.run_config import apply_policy_and_report
 
     cfg = config
@@ -36,7 +36,7 @@ def run_ppo(config: AlignPPOConfig, resume: bool = False, progress: bool = True)
     start = loadable(Path(cfg.model)) if Path(cfg.model).is_dir() else cfg.model
     policy, processor, family = load_starting_model(start, cfg)
     refuse_uncovered_image_mix(prompts, family)
-    reward_model = _reward_model(cfg, family, fact_captions)
+    reward_model = load_reward_model(cfg.reward_model, family, fact_captions, cfg.dtype) if cfg.reward_model else None
     title = f"ppo: {family}, train={cfg.train}, {len(prompts)} prompts"
     policy = apply_policy_and_report(policy, family, cfg, cfg.train, title, show=run.show)
 
@@ -64,23 +64,6 @@ def run_ppo(config: AlignPPOConfig, resume: bool = False, progress: bool = True)
         "reward_curve": trainer.reward_curve, "rollout_seconds": trainer.rollout_seconds,
         "metrics": result.metrics, "log_history": trainer.state.log_history,
     })
-
-def _reward_model(cfg: AlignPPOConfig, family: str, fact_captions):
-    if not cfg.reward_model:
-        return None
-    from align.models.scalar_head import load_scalar_head_model, read_head_info
-
-    info = read_head_info(cfg.reward_model)
-    if info.get("kind") != "reward":
-        raise ModelError(f"{cfg.reward_model}: a {info.get('kind')} model, not a reward model")
-    if info.get("family") != family:
-        raise ModelError(f"{cfg.reward_model}: a {info.get('family')} reward model cannot score a {family} policy's "
-                         "conversations (its processor differs)")
-    if info.get("fact_captions") and fact_captions is None:
-        raise ConfigError(f"the reward model {cfg.reward_model} was trained with fact captions in its reward prompt; "
-                          "pass the same file as fact_captions")
-    return load_scalar_head_model(cfg.reward_model, dtype=cfg.dtype)[0]
-
 
 def _critic(cfg: AlignPPOConfig, family: str, start: str):
     """The value model: the reward model's backbone (or `value_model`, or the policy's start) with a fresh zero

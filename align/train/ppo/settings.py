@@ -13,25 +13,13 @@ from transformers import TrainingArguments
 
 from align.errors import ConfigError
 from align.losses import KL_ESTIMATORS
-from align.train.run_config import RunFields
+from align.train.run_config import RewardFields, RunFields
 
 
 @dataclass
-class AlignPPOConfig(RunFields, TrainingArguments):
+class AlignPPOConfig(RewardFields, RunFields, TrainingArguments):
     """TrainingArguments plus the models, rollout, reward shaping and PPO settings of a run."""
 
-    ref_model: str | None = field(
-        default=None, metadata={"help": "Reference checkpoint; default: the adapter-disabled policy (LoRA) or a "
-                                        "frozen copy of `model`."})
-    reward_model: str | None = field(
-        default=None, metadata={"help": "Reward model folder written by `align reward` (its score joins the "
-                                        "reward funcs' with weight reward_model_weight)."})
-    reward_model_weight: float = field(default=1.0, metadata={"help": "Weight of the reward model's score."})
-    reward_funcs: list[str] = field(
-        default_factory=list,
-        metadata={"help": "Python callables by dotted path ('pkg.mod.func' or 'pkg.mod:func') called as "
-                          "f(prompts=, completions=, **row_columns) -> one float per completion (TRL's reward "
-                          "function signature)."})
     reward_weights: list[float] | None = field(
         default=None, metadata={"help": "One weight per reward func (default 1 each)."})
     fact_captions: str | None = field(
@@ -83,12 +71,7 @@ class AlignPPOConfig(RunFields, TrainingArguments):
         from align.train.run_config import policy_problems
 
         problems += policy_problems(self.value_train, "value_train")
-        if not self.reward_model and not self.reward_funcs:
-            problems.append("no reward: set reward_model (a folder from `align reward`) and/or reward_funcs "
-                            "(dotted paths of Python callables)")
-        if self.reward_weights is not None and len(self.reward_weights) != len(self.reward_funcs):
-            problems.append(f"reward_weights has {len(self.reward_weights)} entries for {len(self.reward_funcs)} "
-                            "reward_funcs")
+        problems += self.reward_problems()
         sizes = (self.rollout_batch_size, self.per_device_train_batch_size, self.ppo_epochs,
                  self.gradient_accumulation_steps)
         sizes_valid = all(size >= 1 for size in sizes)  # else a range problem is reported; the divisions need them

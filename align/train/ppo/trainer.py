@@ -19,14 +19,25 @@ from collections import defaultdict
 
 import torch
 from torch import nn
-from transformers import GenerationConfig, Trainer
+from transformers import Trainer
 
-from align.errors import ConfigError
 from align.losses import gae, kl_penalty, masked_mean, ppo_policy_loss, ppo_value_loss, shaped_rewards, whiten
 from align.models.freeze import is_peft_model
 from align.train.guards import FiniteGuardMixin
-from align.train.ppo.rewards import call_reward_func, check_finite, correctness_bonus
-from align.train.ppo.rollout import response_mask, split_rows, stack_rows, training_sequences
+from align.train.ppo.rewards import correctness_bonus
+from align.train.prompts import check_batch_prompt_length
+from align.train.rewards import call_reward_func, check_finite, reward_model_scores
+from align.train.rollout import (
+    eos_token_ids,
+    pixel_placeholder_id,
+    response_mask,
+    rollout_seed,
+    sampling_config,
+    split_rows,
+    stack_rows,
+    token_keys,
+    training_sequences,
+)
 
 GRID_KEYS = ("old_logprobs", "old_values", "advantages", "returns")  # [B, L-1] on the shifted grid
 NON_MODEL_KEYS = ("action_mask", *GRID_KEYS)
@@ -93,15 +104,12 @@ class AlignPPOTrainer(FiniteGuardMixin, Trainer):
         if ref_model is not None:
             add_log_probs_head(ref_model, encoder.family, temperature=args.temperature)
         self._prepare_frozen()
-        self.eos_ids = _eos_ids(policy_base, self.tokenizer)
+        self.eos_ids = eos_token_ids(policy_base, self.tokenizer)
         pad_id = self.tokenizer.pad_token_id
         self.pad_id = pad_id if pad_id is not None else self.eos_ids[0]
-        suppress = [t for t in [getattr(policy_base.config, "image_token_id", None),
-                                getattr(policy_base.config, "image_token_index", None)] if isinstance(t, int)]
-        self.generation_config = GenerationConfig(
-            max_new_tokens=args.max_new_tokens, do_sample=True, temperature=args.temperature, top_p=args.top_p,
-            top_k=0, pad_token_id=self.pad_id, eos_token_id=self.eos_ids, suppress_tokens=suppress or None,
-            disable_compile=True)
+        self.placeholder_id = pixel_placeholder_id(policy_base, encoder.family)
+        self.generation_config = sampling_config(policy_base, self.pad_id, self.eos_ids, args.max_new_tokens,
+                                                 args.temperature, args.top_p)
         self._step = 0  # minibatch steps taken (training_step calls)
         self._rollouts = 0
         self._buffer: list[dict] | None = None
@@ -168,13 +176,7 @@ class AlignPPOTrainer(FiniteGuardMixin, Trainer):
         examples = [self.prompts.load(r) for r in rows]
         prompt = {k: v.to(device) if isinstance(v, torch.Tensor) else v
                   for k, v in dict(self.encoder.encode(examples, add_generation_prompt=True)).items()}
-        if args.max_prompt_length and prompt["input_ids"].shape[1] > args.max_prompt_length:
-            from align.errors import DataError
-
-            longest = int(prompt["attention_mask"].sum(dim=1).argmax())
-            path, row = self.prompts.origins[rows[longest]]
-            raise DataError(path, f"the prompt is {int(prompt['attention_mask'][longest].sum())} tokens long, over "
-                            f"max_prompt_length {args.max_prompt_length}; raise it or shorten the prompt", row=row)
+        check_batch_prompt_length(prompt["attention_mask"], rows, self.prompts, args.max_prompt_length)
         completion_ids = self._generate(prompt)  # [B, C]
         completion_mask, has_eos = response_mask(completion_ids, self.eos_ids)
         batch = training_sequences(prompt, completion_ids, completion_mask, self.pad_id)
@@ -201,9 +203,7 @@ class AlignPPOTrainer(FiniteGuardMixin, Trainer):
     def _generate(self, prompt: dict) -> torch.Tensor:
         from trl.models.utils import unwrap_model_for_generation
 
-        # Every rank draws its own samples, reproducibly: the seed moves with the step and the rank, so a resumed run
-        # draws what the uninterrupted one would have.
-        torch.manual_seed(self.args.seed + 1_000_003 * self.state.global_step + self.accelerator.process_index)
+        torch.manual_seed(rollout_seed(self.args.seed, self.state.global_step, self.accelerator.process_index))
         with unwrap_model_for_generation(self.model_wrapped, self.accelerator,
                                          gather_deepspeed3_params=True) as unwrapped:
             policy = unwrapped.policy
@@ -216,12 +216,13 @@ class AlignPPOTrainer(FiniteGuardMixin, Trainer):
     def _score_tokens(self, batch: dict, images_per_row: list[int]) -> tuple[torch.Tensor, ...]:
         """(policy log-probs, critic values, reference log-probs), each [B, L-1], in minibatch-sized chunks."""
         n = batch["input_ids"].shape[0]
-        rows = split_rows({k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}, n, images_per_row)
-        token_keys = _token_keys(batch, n)
+        rows = split_rows({k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}, n, images_per_row,
+                          placeholder_id=self.placeholder_id)
+        keys = token_keys(batch, n)
         size = self.args.per_device_train_batch_size
         out_lp, out_v, out_ref = [], [], []
         for start in range(0, n, size):
-            chunk = stack_rows(rows[start:start + size], self.pad_id, token_keys)
+            chunk = stack_rows(rows[start:start + size], self.pad_id, keys)
             chunk_labels = chunk["input_ids"].masked_fill(chunk["action_mask"] == 0, -100)
             chunk = {k: v for k, v in chunk.items() if k not in NON_MODEL_KEYS}
             policy_out, values = self.model(**chunk, labels=chunk_labels)
@@ -276,24 +277,9 @@ class AlignPPOTrainer(FiniteGuardMixin, Trainer):
         return score, parts
 
     def _reward_model_scores(self, rows, examples, texts) -> torch.Tensor:
-        from align.data.collate import Example
-        from align.data.reward_prompts import reward_messages
-        from align.models.scalar_head import last_token_scores
-
-        scored = []
-        for row, example, text in zip(rows, examples, texts, strict=True):
-            response = [{"role": "assistant", "content": [{"type": "text", "text": text}]}]
-            messages = reward_messages(example.messages, response, self.reward_prompt, self.prompts.records[row],
-                                       self.fact_captions, self.args.seed + row, self.prompts.origins[row])
-            scored.append(Example(messages, example.images, example.videos))
-        out = []
-        size = self.args.per_device_train_batch_size
-        for start in range(0, len(scored), size):
-            batch = dict(self.encoder.encode(scored[start:start + size],
-                                             add_generation_prompt=self.reward_prompt is not None))
-            batch = {k: v.to(self.accelerator.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-            out.append(last_token_scores(self.reward_model(**batch), batch["attention_mask"]).float())
-        return torch.cat(out)
+        return reward_model_scores(self.reward_model, self.encoder, self.prompts, rows, examples, texts,
+                                   self.reward_prompt, self.fact_captions, self.args.seed,
+                                   self.args.per_device_train_batch_size, self.accelerator.device)
 
     def _global_moments(self, values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, variance) over the masked entries of every rank's rollout; the variance is the sample one unless
@@ -311,16 +297,16 @@ class AlignPPOTrainer(FiniteGuardMixin, Trainer):
         """ppo_epochs passes over the rollout, each in its own shuffled order, cut into minibatches."""
         n = batch["input_ids"].shape[0]
         rows = split_rows({k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}, n, images_per_row,
-                          row_keys=GRID_KEYS)
+                          row_keys=GRID_KEYS, placeholder_id=self.placeholder_id)
         size = self.args.per_device_train_batch_size
         rng = random.Random(self.args.seed * 7919 + self.state.global_step)
-        token_keys = _token_keys(batch, n)
+        keys = token_keys(batch, n)
         out = []
         for _ in range(self.args.ppo_epochs):
             order = list(range(n))
             rng.shuffle(order)
             for start in range(0, n, size):
-                out.append(stack_rows([rows[i] for i in order[start:start + size]], self.pad_id, token_keys))
+                out.append(stack_rows([rows[i] for i in order[start:start + size]], self.pad_id, keys))
         return out
 
     def _log_rollout(self, parts, score, kl, values, returns, mask, lengths, has_eos, logprobs) -> None:
@@ -413,25 +399,5 @@ class AlignPPOTrainer(FiniteGuardMixin, Trainer):
         torch.save(self.args, output_dir / "training_args.bin")
 
 
-def _token_keys(batch: dict, n: int) -> list[str]:
-    """The per-token fields ([B, L] or the shifted [B, L-1]) that minibatches pad to their longest row."""
-    return [k for k, v in batch.items() if isinstance(v, torch.Tensor) and v.dim() == 2 and v.shape[0] == n
-            and not k.startswith(("pixel_", "image_"))]
-
-
 def _identity(features: list[dict]) -> list[dict]:
     return features
-
-
-
-def _eos_ids(model, tokenizer) -> list[int]:
-    """Every id that ends a response: the tokenizer's EOS and whatever the generation config declares."""
-    declared = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids = [declared] if isinstance(declared, int) else list(declared or [])
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
-        ids.insert(0, tokenizer.eos_token_id)
-    if not ids:
-        raise ConfigError("the tokenizer and generation config declare no EOS token; PPO cannot tell where a "
-                          "response ends")
-    return ids
-

@@ -74,11 +74,13 @@ def _is_image_field(key: str) -> bool:
     return key.startswith(("pixel_", "image_"))
 
 
-def split_rows(batch: dict, n_rows: int, images_per_row: Sequence[int], row_keys: Sequence[str] = ()) -> list[dict]:
+def split_rows(batch: dict, n_rows: int, images_per_row: Sequence[int], row_keys: Sequence[str] = (),
+               placeholder_id: int | None = None) -> list[dict]:
     """A batch -> one dict per row. Per-token fields ([B, L, ...]) and `row_keys` go by row; image fields
     (pixel_*, image_*) are sliced by each row's images; Qwen-style
-    flattened patches (pixel_values [sum patches, D] beside image_grid_thw) by each image's patch count; every
-    other tensor must be per row ([B, ...]). Anything else is an error, so no field lands with the wrong row."""
+    flattened patches (pixel_values [sum patches, D] beside image_grid_thw) by each image's patch count; with
+    `placeholder_id` (Fuyu), pixel_values [sum placeholders, D] by each row's placeholder tokens; every other
+    tensor must be per row ([B, ...]). Anything else is an error, so no field lands with the wrong row."""
     image_starts = [0]
     for n in images_per_row:
         image_starts.append(image_starts[-1] + n)
@@ -89,6 +91,11 @@ def split_rows(batch: dict, n_rows: int, images_per_row: Sequence[int], row_keys
         patch_starts = [0]
         for r in range(n_rows):
             patch_starts.append(patch_starts[-1] + sum(patches[image_starts[r]:image_starts[r + 1]]))
+    if placeholder_id is not None:
+        counts = (batch["input_ids"] == placeholder_id).sum(dim=1).tolist()  # [B] pixel rows of each row
+        patch_starts = [0]
+        for count in counts:
+            patch_starts.append(patch_starts[-1] + int(count))
     width = batch["input_ids"].shape[1]
     rows: list[dict] = [{} for _ in range(n_rows)]
     for key, value in batch.items():
@@ -123,3 +130,54 @@ def stack_rows(rows: Sequence[dict], pad_id: int, token_keys: Sequence[str]) -> 
         else:
             out[key] = torch.cat(values)
     return out
+
+
+def token_keys(batch: dict, n: int) -> list[str]:
+    """The per-token fields ([B, L] or the shifted [B, L-1]) of a batch of `n` rows, which `stack_rows` pads to the
+    longest row."""
+    return [k for k, v in batch.items() if isinstance(v, torch.Tensor) and v.dim() == 2 and v.shape[0] == n
+            and not k.startswith(("pixel_", "image_"))]
+
+
+def eos_token_ids(model, tokenizer) -> list[int]:
+    """Every id that ends a response: the tokenizer's EOS and whatever the model's generation config declares."""
+    from align.errors import ConfigError
+
+    declared = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = [declared] if isinstance(declared, int) else list(declared or [])
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.insert(0, tokenizer.eos_token_id)
+    if not ids:
+        raise ConfigError("the tokenizer and generation config declare no EOS token; the trainer cannot tell where a "
+                          "response ends")
+    return ids
+
+
+def sampling_config(model, pad_id: int, eos_ids: Sequence[int], max_new_tokens: int, temperature: float,
+                    top_p: float = 1.0, top_k: int = 0, **extra):
+    """The GenerationConfig of a rollout: sampling as asked, image placeholder tokens never sampled (a family's
+    config names them `image_token_id` or `image_token_index`; some have neither)."""
+    from transformers import GenerationConfig
+
+    config = model.config
+    suppress = [t for t in [getattr(config, "image_token_id", None), getattr(config, "image_token_index", None)]
+                if isinstance(t, int)]
+    return GenerationConfig(max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature, top_p=top_p,
+                            top_k=top_k or 0, pad_token_id=pad_id, eos_token_id=list(eos_ids),
+                            suppress_tokens=suppress or None, disable_compile=True, **extra)
+
+
+def rollout_seed(seed: int, global_step: int, rank: int) -> int:
+    """The sampling seed of one rank's rollout: it moves with the optimizer step and the rank, so every rank draws
+    its own samples and a resumed run draws what the uninterrupted one would have."""
+    return seed + 1_000_003 * global_step + rank
+
+
+def pixel_placeholder_id(model, family: str) -> int | None:
+    """The image placeholder token whose count splits a batch's pixel_values by row, for the families whose
+    pixels come one row per placeholder (`Family.pixels_per_placeholder`); None for the others."""
+    from align.models.families import get_family
+
+    if not get_family(family).pixels_per_placeholder:
+        return None
+    return int(model.config.image_token_id)

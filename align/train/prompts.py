@@ -1,4 +1,4 @@
-"""Prompt rows for `align ppo`: `prompt` records (id, images, prompt: the user turn(s)), or SFT records whose
+"""Prompt rows for the RL trainers (`align ppo`, `align grpo`): `prompt` records (id, images, prompt: the user turn(s)), or SFT records whose
 last assistant turn becomes the `reference` column (a shapes world's QA answers, a dataset's gold answers).
 Every column besides images/prompt/messages reaches the reward functions."""
 
@@ -59,7 +59,7 @@ def load_prompt_data(path: str | Path, image_root: str | Path | None = None) -> 
         raise DataError(path, "has no rows")
     kind = detect_kind(records.columns)
     if kind not in ("prompt", "sft"):
-        raise DataError(path, f"holds {kind} records; PPO reads prompt records (id, images, prompt) or SFT "
+        raise DataError(path, f"holds {kind} records; RL training reads prompt records (id, images, prompt) or SFT "
                         "records (their last assistant turn becomes the 'reference' column)")
     # Images are decoded now, before the first rollout: a bad one is an error naming its row, not a crash mid-run.
     validate_records(records, kind, path, records.base_dir, image_root, True, records.origins)
@@ -88,3 +88,17 @@ def check_prompt_lengths(prompts: PromptData, encoder, max_prompt_length: int | 
             if task is not None:
                 task.advance()
 
+
+
+def check_batch_prompt_length(attention_mask, rows: list[int], prompts: PromptData, max_prompt_length: int | None) -> None:
+    """A rollout's encoded prompts (attention_mask [B, P]) fit `max_prompt_length`; else an error naming the longest
+    one's row."""
+    if not max_prompt_length or attention_mask.shape[1] <= max_prompt_length:
+        return
+    lengths = attention_mask.sum(dim=1)
+    longest = int(lengths.argmax())
+    if int(lengths[longest]) <= max_prompt_length:
+        return
+    path, row = prompts.origins[rows[longest]]
+    raise DataError(path, f"the prompt is {int(lengths[longest])} tokens long, over max_prompt_length "
+                    f"{max_prompt_length}; raise it or shorten the prompt", row=row)
