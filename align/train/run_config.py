@@ -137,6 +137,9 @@ class RewardFields:
                           "f(prompts=, completions=, **row_columns) -> one float per completion (TRL's reward "
                           "function signature). Built in: align.data.shapes_rewards:count, color, position, "
                           "existence, grounding_iou, answer_format; align.eval.shapes_chair:claim_reward."})
+    fact_captions: str | None = field(
+        default=None, metadata={"help": "Fact-RLHF captions file, needed when the reward model was trained with "
+                                        "one; they join its reward prompt when it scores."})
 
     def reward_problems(self) -> list[str]:
         problems = []

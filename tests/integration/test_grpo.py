@@ -161,6 +161,28 @@ def test_grpo_with_a_kl_term_trains_the_llm_and_leaves_the_vision_tower(tiny_che
     assert any(not torch.equal(before[k], after[k]) for k in llm)
 
 
+def test_grpo_scores_with_a_reward_model_beside_a_function(tiny_checkpoint, pairs, shapes_world, reward_module,
+                                                           run_cli, tmp_path):
+    """A reward model from `align reward` (weight 0.5) and a reward function (weight 2) score every answer; each is
+    logged, and the logged total is their weighted sum."""
+    rm = tmp_path / "rm"
+    result = run_cli("reward", "--model", tiny_checkpoint("llava"), "--data", pairs / "first4.jsonl", "--output-dir",
+                     rm, "max_steps=2", "per_device_train_batch_size=2", "learning_rate=1e-2", "save_strategy=no",
+                     "disable_tqdm=true")
+    assert result.code == 0, result
+    out = tmp_path / "grpo"
+    result = run_cli("grpo", "--model", tiny_checkpoint("llava"), "--data", shapes_world / "sft.jsonl",
+                     "--reward-model", rm, "--reward-func", "ppo_rewards:length", "--output-dir", out,
+                     "reward_model_weight=0.5", "reward_weights=[2.0]", "max_steps=2", *SMALL)
+    assert result.code == 0, result
+    run = json.loads((out / "run.json").read_text())
+    assert run["reward_model"] == str(rm)
+    for entry in (e for e in run["log_history"] if "reward" in e):
+        model, func = entry["rewards/reward_model/mean"], entry["rewards/ppo_rewards:length/mean"]
+        assert model != 0.0
+        assert entry["reward"] == pytest.approx(0.5 * model + 2.0 * func, abs=1e-5)
+
+
 def test_resumed_grpo_ends_where_the_uninterrupted_run_ends(tiny_checkpoint, shapes_world, reward_module, run_cli,
                                                              tmp_path):
     """4 steps in one go (saving checkpoint-2) against a run stopped after checkpoint-2 and resumed: sampling is

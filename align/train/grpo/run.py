@@ -17,6 +17,7 @@ def run_grpo(config: AlignGRPOConfig, resume: bool = False, progress: bool = Tru
     from peft import PeftModel
 
     from align.data.collate import ConversationEncoder
+    from align.data.reward_prompts import read_fact_captions
     from align.models.zero3_images import refuse_uncovered_image_mix
     from align.train.grpo.trainer import AlignGRPOTrainer
     from align.train.prompts import check_prompt_lengths, load_prompt_data
@@ -30,11 +31,12 @@ def run_grpo(config: AlignGRPOConfig, resume: bool = False, progress: bool = Tru
     reward_funcs = load_reward_funcs(cfg.reward_funcs)  # before anything loads: a bad path fails at once
     prompts = load_prompt_data(cfg.data, cfg.image_root)
     check_reward_columns(reward_funcs, prompts.records, prompts.origins)
+    fact_captions = read_fact_captions(cfg.fact_captions) if cfg.fact_captions else None
     run.prepare(cfg)
     start = loadable(Path(cfg.model)) if Path(cfg.model).is_dir() else cfg.model
     policy, processor, family = load_starting_model(start, cfg)
     refuse_uncovered_image_mix(prompts, family)
-    reward_model = load_reward_model(cfg.reward_model, family, None, cfg.dtype) if cfg.reward_model else None
+    reward_model = load_reward_model(cfg.reward_model, family, fact_captions, cfg.dtype) if cfg.reward_model else None
     title = f"grpo: {family}, train={cfg.train}, {len(prompts)} prompts x {cfg.num_generations} answers"
     policy = apply_policy_and_report(policy, family, cfg, cfg.train, title, show=run.show)
     ref_model = None
@@ -45,7 +47,7 @@ def run_grpo(config: AlignGRPOConfig, resume: bool = False, progress: bool = Tru
     trainer = AlignGRPOTrainer(
         model=policy, args=cfg, train_dataset=datasets.Dataset.from_dict({"row": list(range(len(prompts)))}),
         prompts=prompts, encoder=encoder, processing_class=processor, reward_funcs=reward_funcs,
-        reward_model=reward_model, ref_model=ref_model, show_progress=run.show,
+        reward_model=reward_model, ref_model=ref_model, fact_captions=fact_captions, show_progress=run.show,
     )
     result, checkpoint = run.train(trainer, "grpo")
     steps = max(result.global_step, 1)

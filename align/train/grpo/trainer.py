@@ -52,10 +52,10 @@ class AlignGRPOTrainer(FiniteGuardMixin, CheckpointResumeMixin, GRPOTrainer):
     """GRPOTrainer whose rollouts and log-probs go through align's encoders (every family), with align's rewards."""
 
     def __init__(self, model, args, train_dataset, prompts, encoder, processing_class, reward_funcs=(),
-                 reward_model=None, ref_model=None, show_progress: bool = True):
+                 reward_model=None, ref_model=None, fact_captions=None, show_progress: bool = True):
         self.prompts, self.encoder, self.family = prompts, encoder, encoder.family
         self.align_reward_funcs = list(reward_funcs)  # (name, callable)
-        self.reward_model = reward_model
+        self.reward_model, self.fact_captions = reward_model, fact_captions
         self.reward_prompt = reward_model.info.get("reward_prompt") if reward_model is not None else None
         names = [name for name, _ in self.align_reward_funcs] + (["reward_model"] if reward_model is not None else [])
         weights = list(args.reward_weights) if args.reward_weights is not None else [1.0] * len(self.align_reward_funcs)
@@ -223,7 +223,7 @@ class AlignGRPOTrainer(FiniteGuardMixin, CheckpointResumeMixin, GRPOTrainer):
                for name, func in self.align_reward_funcs]
         if self.reward_model is not None:
             scores = reward_model_scores(self.reward_model, self.encoder, self.prompts, rows, examples, texts,
-                                         self.reward_prompt, None, self.args.seed,
+                                         self.reward_prompt, self.fact_captions, self.args.seed,
                                          self.args.per_device_train_batch_size, device)
             check_finite("the reward model", scores.tolist(), self._generations)
             out.append(scores.to(device))

@@ -22,9 +22,6 @@ class AlignPPOConfig(RewardFields, RunFields, TrainingArguments):
 
     reward_weights: list[float] | None = field(
         default=None, metadata={"help": "One weight per reward func (default 1 each)."})
-    fact_captions: str | None = field(
-        default=None, metadata={"help": "Fact-RLHF captions file, needed when the reward model was trained with "
-                                        "one; they join its reward prompt when it scores."})
     value_model: str | None = field(
         default=None, metadata={"help": "Where the critic starts: default the reward model's backbone (LLaVA-RLHF's "
                                         "init_value_with_reward), else `model`; its value head starts at zero."})
